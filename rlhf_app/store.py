@@ -144,13 +144,14 @@ MIGRATIONS: list[str] = [
     CREATE TABLE rounds (
         id INTEGER PRIMARY KEY,
         algorithm TEXT NOT NULL,
-        status TEXT NOT NULL,              -- 'running' | 'published' | 'discarded' | 'failed'
+        status TEXT NOT NULL,              -- 'running' | 'published' | 'discarded' | 'skipped' | 'failed'
         reason TEXT,
         parent_version INTEGER,
         policy_version INTEGER,
         reward_model_version INTEGER,
         seed INTEGER,
         n_ratings INTEGER,
+        last_event_id INTEGER,             -- newest vote the round had seen when it started
         metrics TEXT,                      -- JSON
         started_at REAL NOT NULL,
         finished_at REAL
@@ -413,11 +414,12 @@ class Store:
         row = self.db.execute("SELECT MAX(id) FROM rating_events").fetchone()
         return row[0] or 0
 
-    def events_since(self, event_id: int) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM rating_events WHERE id > ?", (event_id,)).fetchone()[0]
-
-    def last_event_time(self) -> float | None:
-        return self.db.execute("SELECT MAX(created_at) FROM rating_events").fetchone()[0]
+    def pending_votes(self, event_id: int) -> tuple[int, float | None]:
+        """(number of votes newer than `event_id`, time of the first of them)."""
+        n, first = self.db.execute(
+            "SELECT COUNT(*), MIN(created_at) FROM rating_events WHERE id > ?", (event_id,)
+        ).fetchone()
+        return n, first
 
     # -- versions -------------------------------------------------------------------------------
 
@@ -519,14 +521,24 @@ class Store:
 
     # -- rounds ---------------------------------------------------------------------------------
 
-    def start_round(self, algorithm: str, parent_version: int, seed: int, n_ratings: int) -> int:
-        return self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO rounds(algorithm, status, parent_version, seed, n_ratings, started_at) "
-                "VALUES(?, 'running', ?, ?, ?, ?)",
-                (algorithm, parent_version, seed, n_ratings, now()),
+    def start_round(self, algorithm: str, parent_version: int, seed: int) -> int:
+        """Open a round record; it sees every vote up to now."""
+
+        def run(conn):
+            last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM rating_events").fetchone()[0]
+            n = conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
+            n += conn.execute("SELECT COUNT(*) FROM comparisons").fetchone()[0]
+            return conn.execute(
+                "INSERT INTO rounds(algorithm, status, parent_version, seed, n_ratings, last_event_id, started_at) "
+                "VALUES(?, 'running', ?, ?, ?, ?, ?)",
+                (algorithm, parent_version, seed, n, last, now()),
             ).lastrowid
-        )
+
+        return self._write(run)
+
+    def last_round(self) -> dict | None:
+        rows = self.query("SELECT * FROM rounds ORDER BY id DESC LIMIT 1")
+        return rows[0] if rows else None
 
     def finish_round(self, round_id: int, status: str, *, reason: str | None = None, **fields: Any) -> None:
         row = {"status": status, "reason": reason, "finished_at": now(), **fields}

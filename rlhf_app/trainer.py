@@ -1,0 +1,356 @@
+"""The live trainer: a background loop that turns new ratings into a better served policy.
+
+A round reads top to bottom as the seed's iterative loop:
+
+1. fit the reward model on every stored rating, if ratings changed since the last fit (reward.py);
+2. run the policy optimizer against it on stored prompts: PPO (ppo.py) or GRPO (grpo.py);
+3. check the result: a round with NaN metrics, or whose KL to the initial policy is over
+   `max_kl`, is discarded and logged, and the served policy stays;
+4. publish: save the new version atomically, record it in SQLite, swap it in for serving.
+
+A round starts after `train_every_ratings` new votes, or `train_every_seconds` after the last
+round when there is at least one new vote, or when asked (`request_round()`, the admin button,
+the `/train_now` endpoint). It runs in a daemon thread started once by the app, or in the
+foreground with `python -m rlhf_app.train`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Settings
+from .errors import UserError
+from .models import LoadedModel
+from .policy import PolicyHolder, ServedPolicy, ServingGate, clone_model
+from .store import Store
+from .versions import is_adapter, load_for_serving, save_version, version_dir
+
+log = logging.getLogger(__name__)
+
+IDLE, FITTING, OPTIMIZING, PUBLISHING, PAUSED, ERROR = (
+    "idle", "fitting the reward model", "optimizing", "publishing", "paused", "error"
+)
+
+
+@dataclass
+class TrainerStatus:
+    """What the page shows about the trainer; refreshed by a timer."""
+
+    phase: str = IDLE
+    detail: str = ""
+    paused: bool = False
+    round_id: int | None = None
+    last_round: dict[str, Any] = field(default_factory=dict)
+    last_error: str | None = None
+
+
+class LiveTrainer:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        holder: PolicyHolder,
+        gate: ServingGate,
+        base: LoadedModel,
+    ):
+        self.settings = settings
+        self.store = store
+        self.holder = holder
+        self.gate = gate
+        self.base = base
+        self.data_dir = Path(settings.data_dir)
+        self.status = TrainerStatus()
+        self.reward_model = None
+        self._optimizer = None  # PPO trainer / GRPO runner, rebuilt when the trainable policy is
+        self._trainable = None
+        self._trainable_version: int | None = None
+        self._wake = threading.Condition()
+        self._round_requested = False
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._round_lock = threading.Lock()
+        self._load_latest_reward_model()
+
+    # -- control --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread (once; later calls do nothing)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="live-trainer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def request_round(self) -> None:
+        with self._wake:
+            self._round_requested = True
+            self._wake.notify_all()
+
+    def pause(self) -> None:
+        self.status.paused = True
+
+    def resume(self) -> None:
+        self.status.paused = False
+        with self._wake:
+            self._wake.notify_all()
+
+    # -- triggers -------------------------------------------------------------------------------
+
+    def _seen_event_id(self) -> int:
+        last = self.store.last_round()
+        return (last or {}).get("last_event_id") or 0
+
+    def ratings_until_next_round(self) -> int:
+        return max(0, self.settings.train_every_ratings - self.store.pending_votes(self._seen_event_id())[0])
+
+    def due(self) -> bool:
+        """True after `train_every_ratings` new votes, or `train_every_seconds` after the first new one."""
+        new, first = self.store.pending_votes(self._seen_event_id())
+        if new == 0:
+            return False
+        return new >= self.settings.train_every_ratings or time.time() - first >= self.settings.train_every_seconds
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                self._wake.wait(timeout=1.0)
+                if self._stop:
+                    return
+                requested, self._round_requested = self._round_requested, False
+            if self.status.paused:
+                continue
+            try:
+                if requested or self.due():
+                    self.run_round()
+            except Exception:  # noqa: BLE001 - the trainer must outlive any one round
+                log.exception("training round crashed; serving goes on")
+
+    # -- the round ------------------------------------------------------------------------------
+
+    def run_round(self) -> dict:
+        """Run one round now (in the calling thread); returns its `rounds` row."""
+        with self._round_lock:
+            return self._run_round()
+
+    def _run_round(self) -> dict:
+        s = self.settings
+        live = self.store.live()["version"]
+        seed = s.seed + len(self.store.rounds())  # recorded with the round; varies round to round
+        round_id = self.store.start_round(s.algorithm, live, seed)
+        self.status.round_id = round_id
+        try:
+            metrics = self._round(round_id, seed, live)
+        except Exception as e:  # noqa: BLE001
+            self.status.phase, self.status.last_error = ERROR, f"{type(e).__name__}: {e}"
+            self.store.finish_round(round_id, "failed", reason=self.status.last_error[:2000])
+            log.error("round %d failed:\n%s", round_id, traceback.format_exc())
+            self._drop_trainable()  # its weights may be half-updated
+            return self._finish_status(round_id)
+        return self._finish_status(round_id, metrics)
+
+    def _finish_status(self, round_id: int, metrics: dict | None = None) -> dict:
+        row = [r for r in self.store.rounds() if r["id"] == round_id][0]
+        self.status.last_round = row
+        if self.status.phase != ERROR:
+            self.status.phase, self.status.detail = IDLE, ""
+        return row
+
+    def _round(self, round_id: int, seed: int, live: int) -> dict:
+        s = self.settings
+        # 1. reward model
+        if self.reward_model is None or self.store.last_event_id() > self.reward_model.last_event_id:
+            self._set(FITTING, "reading the ratings")
+            rm = self._fit_reward_model(seed)
+            if rm is None and self.reward_model is None:
+                self.store.finish_round(round_id, "skipped", reason="not enough ratings to fit a reward model yet")
+                return {}
+            if rm is not None:
+                self.reward_model = rm
+        rm = self.reward_model
+
+        # 2. optimize the policy against it
+        self._ensure_trainable(live, seed)
+        prompts = self.store.prompts()
+        rng = random.Random(seed)
+        torch.manual_seed(seed)
+        reward_fn = rm.score
+        steps = s.ppo.steps_per_round if s.algorithm == "ppo" else s.grpo.steps_per_round
+        per_step: list[dict] = []
+        samples: list = []
+        for k in range(steps):
+            if self.status.paused:
+                break
+            self._set(OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}")
+            n = s.ppo.batch_prompts if s.algorithm == "ppo" else s.grpo.batch_prompts
+            batch = [rng.choice(prompts) for _ in range(n)]
+            m = self._optimizer.step(batch, reward_fn, on_progress=lambda p, k=k: self._set(
+                OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}: {p}"))
+            samples = m.pop("samples", samples)
+            per_step.append(m)
+            if not all(math.isfinite(v) for v in m.values() if isinstance(v, (int, float))):
+                break
+        metrics = _mean_metrics(per_step)
+        metrics["round/steps"] = len(per_step)
+        metrics["reward_model/version"] = rm.version
+        metrics.update({f"reward_model/{k}": v for k, v in rm.metrics.items() if isinstance(v, (int, float))})
+
+        # 3. check
+        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        kl = metrics.get("kl/ref", 0.0)
+        reason = None
+        if not per_step:
+            reason = "paused before the first step"
+        elif bad:
+            reason = f"non-finite metrics: {', '.join(bad)}"
+        elif kl > s.max_kl:
+            reason = f"KL to the initial policy {kl:.2f} nats is over the bound {s.max_kl}"
+        if reason:
+            log.warning("round %d discarded: %s", round_id, reason)
+            self.store.finish_round(round_id, "discarded", reason=reason, metrics=_finite(metrics),
+                                    reward_model_version=rm.version)
+            self._drop_trainable()
+            return metrics
+
+        # 4. publish
+        self._set(PUBLISHING, "saving the new policy version")
+        version = self.publish(round_id, seed, live, rm.version, metrics)
+        self.store.finish_round(round_id, "published", metrics=metrics, policy_version=version,
+                                reward_model_version=rm.version)
+        return metrics
+
+    def _set(self, phase: str, detail: str = "") -> None:
+        self.status.phase, self.status.detail = phase, detail
+
+    # -- reward model ---------------------------------------------------------------------------
+
+    def _fit_reward_model(self, seed: int):
+        from .reward import fit_and_record
+
+        return fit_and_record(self.store, self.base.path, self.settings.reward, seed, self.data_dir,
+                              on_progress=lambda p: self._set(FITTING, p))
+
+    def _load_latest_reward_model(self) -> None:
+        row = self.store.latest_reward_model()
+        if row is None:
+            return
+        from .reward import RewardModel
+
+        try:
+            self.reward_model = RewardModel.load(self.data_dir / row["path"])
+        except Exception:  # noqa: BLE001 - a missing RM is refitted at the next round
+            log.exception("could not load reward model v%s; it will be refitted", row["version"])
+
+    # -- trainable policy -----------------------------------------------------------------------
+
+    def _ensure_trainable(self, live: int, seed: int) -> None:
+        """A trainable copy of the live version (LoRA on the base, or full weights)."""
+        if self._trainable is not None and self._trainable_version == live:
+            return
+        s = self.settings
+        model = clone_model(self.base.model)
+        ref_model = None
+        if s.lora_r > 0:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            row = self.store.policy_version(live)
+            path = self.data_dir / row["path"] if row.get("path") else None
+            if path is not None and is_adapter(path):
+                model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
+            else:
+                model = get_peft_model(model, LoraConfig(
+                    r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                ))
+        else:
+            row = self.store.policy_version(live)
+            if live != 0:
+                model = load_for_serving(self.base.model, self.data_dir, row)
+            ref_model = clone_model(self.base.model).eval().requires_grad_(False)
+        if s.algorithm == "ppo":
+            from .ppo import PPOTrainer
+
+            self._optimizer = PPOTrainer(model, self.base.tokenizer, s.ppo, ref_model=ref_model,
+                                         gate=self.gate, seed=seed)
+        else:
+            from .grpo import GRPORunner
+
+            self._optimizer = GRPORunner(model, self.base.tokenizer, s.grpo, gate=self.gate, seed=seed)
+        self._trainable, self._trainable_version = model, live
+
+    def _drop_trainable(self) -> None:
+        self._trainable = self._optimizer = None
+        self._trainable_version = None
+
+    # -- publishing and rollback ----------------------------------------------------------------
+
+    def publish(self, round_id: int, seed: int, parent: int, reward_version: int, metrics: dict) -> int:
+        """Save the trainable policy as a new version, record it, make it live, swap it in."""
+        version = self.store.next_policy_version()
+        meta = dict(version=version, parent=parent, round_id=round_id, seed=seed, algorithm=self.settings.algorithm,
+                    reward_model_version=reward_version, model_id=self.base.model_id,
+                    settings=self.settings.to_dict(), metrics=metrics)
+        path = save_version(self._trainable, self.data_dir, version, meta)
+        row = dict(parent=parent, path=path, model_id=self.base.model_id, algorithm=self.settings.algorithm,
+                   reward_model_version=reward_version, round_id=round_id, seed=seed,
+                   settings=self.settings.to_dict(), metrics=_finite(metrics))
+        served = load_for_serving(self.base.model, self.data_dir, {"version": version, "path": path})
+        self.store.add_policy_version(version, make_live=True, **row)
+        self.holder.swap(ServedPolicy(served, self.base.tokenizer, version, self.base.model_id, time.time()))
+        self._trainable_version = version
+        log.info("published policy v%d (round %d)", version, round_id)
+        return version
+
+    def set_live(self, version: int, actor: str) -> None:
+        """Serve an older (or newer) version again; recorded in `live_events`."""
+        row = self.store.policy_version(int(version))
+        if row["version"] != 0 and not version_dir(self.data_dir, row["version"]).exists():
+            raise UserError(f"The files of policy version {version} are missing from {self.data_dir}.")
+        served = load_for_serving(self.base.model, self.data_dir, row)
+        self.store.set_live(row["version"], reason="made live by an admin", actor=actor)
+        self.holder.swap(ServedPolicy(served, self.base.tokenizer, row["version"], self.base.model_id, time.time()))
+
+
+def _mean_metrics(per_step: list[dict]) -> dict:
+    """Average each numeric metric over the round's steps; a NaN in any step stays NaN (-> discard)."""
+    out: dict[str, float] = {}
+    keys = {k for m in per_step for k, v in m.items() if isinstance(v, (int, float))}
+    for k in sorted(keys):
+        vals = [float(m[k]) for m in per_step if isinstance(m.get(k), (int, float))]
+        out[k] = sum(vals) / len(vals)
+    # KL to the initial policy is a state, not a rate: the last step's value is the round's.
+    if per_step and "kl/ref" in per_step[-1]:
+        out["kl/ref"] = float(per_step[-1]["kl/ref"])
+    return out
+
+
+def _finite(metrics: dict) -> dict:
+    """JSON-safe copy: NaN/inf become None."""
+    return {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in metrics.items()}
+
+
+def load_live_policy(settings: Settings, store: Store, base: LoadedModel) -> ServedPolicy:
+    """On start: the latest live version, falling back to the base model if its files are gone."""
+    live = store.live()
+    row = store.policy_version(live["version"])
+    try:
+        model = load_for_serving(base.model, Path(settings.data_dir), row)
+    except Exception:  # noqa: BLE001
+        log.exception("could not load live policy v%d; serving the base model", live["version"])
+        store.set_live(0, reason=f"files of v{live['version']} unreadable at start", actor="app")
+        model, live = load_for_serving(base.model, Path(settings.data_dir), {"version": 0}), store.live()
+    return ServedPolicy(model, base.tokenizer, live["version"], base.model_id, live["since"] or time.time())
