@@ -96,6 +96,10 @@ class LiveTrainer:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def request_round(self) -> None:
         with self._wake:
             self._round_requested = True
