@@ -84,7 +84,10 @@ class LiveTrainer:
     # -- control --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background thread (once; later calls do nothing)."""
+        """Start the background thread (once; later calls do nothing).
+
+        With `settings.trainer` off it only follows the live version and runs requested rounds.
+        """
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="live-trainer", daemon=True)
             self._thread.start()
@@ -136,13 +139,24 @@ class LiveTrainer:
                 if self._stop:
                     return
                 requested, self._round_requested = self._round_requested, False
-            if self.status.paused:
-                continue
             try:
+                self.follow_live()
+                if self.status.paused or not (self.settings.trainer or requested):
+                    continue
                 if requested or self.due():
                     self.run_round()
             except Exception:  # noqa: BLE001 - the trainer must outlive any one round
                 log.exception("training round crashed; serving goes on")
+
+    def follow_live(self) -> None:
+        """Serve what the store says is live, when another process (`python -m rlhf_app.train`)
+        or an admin changed it."""
+        live = self.store.live()["version"]
+        if live != self.holder.version:
+            row = self.store.policy_version(live)
+            served = load_for_serving(self.base.model, self.data_dir, row)
+            self.holder.swap(ServedPolicy(served, self.base.tokenizer, live, self.base.model_id, time.time()))
+            log.info("now serving policy v%d", live)
 
     # -- the round ------------------------------------------------------------------------------
 
