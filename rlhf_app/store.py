@@ -318,8 +318,10 @@ class Store:
             raise StoreError(f"Unknown rating kind {kind!r}: use 'thumb' or 'score'.")
         lo, hi = RATING_KINDS[kind]
         try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)  # int() would silently truncate a 4.5 to 4
             value = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise StoreError(f"A {kind} must be a whole number, not {value!r}.")
         if kind == THUMB and value not in (-1, 1):
             raise StoreError("A thumb is 1 (up) or -1 (down).")
@@ -538,7 +540,10 @@ class Store:
 
     def last_round(self) -> dict | None:
         rows = self.query("SELECT * FROM rounds ORDER BY id DESC LIMIT 1")
-        return rows[0] if rows else None
+        if not rows:
+            return None
+        rows[0]["metrics"] = json.loads(rows[0]["metrics"]) if rows[0]["metrics"] else {}
+        return rows[0]
 
     def finish_round(self, round_id: int, status: str, *, reason: str | None = None, **fields: Any) -> None:
         row = {"status": status, "reason": reason, "finished_at": now(), **fields}

@@ -1,0 +1,182 @@
+"""Does the served policy get better while people rate it? Measured with simulated raters.
+
+    ./run.sh python bench/live_improvement.py --quick              # screen settings: 1 seed, 40 ratings
+    ./run.sh python bench/live_improvement.py                      # the full grid: 3 seeds, 100 ratings
+    ./run.sh python bench/live_improvement.py --only ppo-default   # one configuration of the grid
+    ./run.sh python bench/live_improvement.py --report             # table + plot from what has run
+
+Each run is `python -m rlhf_app.simulate` in a subprocess with its own data directory, so a run
+goes through the app's own code paths and a crash costs one run. Finished runs are appended to
+`bench/results/live_improvement.jsonl` and skipped when the benchmark is started again: the grid
+can run in the background across sessions. `--report` writes `live_improvement.md` (the table)
+and `live_improvement.png` (oracle score of the served policy against ratings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+JSONL = RESULTS / "live_improvement.jsonl"
+
+RATERS = ["short", "no_emoji", "enthusiastic", "topic", "positive"]
+SEEDS = [0, 1, 2]
+
+# name -> settings flags. The first is the app's default; the others each change one thing.
+CONFIGS: dict[str, list[str]] = {
+    "ppo-default": [],
+    "grpo-default": ["--algorithm", "grpo"],
+    "ppo-lr1e-4": ["--ppo.learning-rate", "1e-4"],
+    "ppo-lora4": ["--lora-r", "4"],
+    "ppo-every16": ["--train-every-ratings", "16"],
+}
+
+
+def run_key(config: str, rater: str, seed: int, mode: str, ratings: int) -> str:
+    return f"{config}|{rater}|{seed}|{mode}|{ratings}"
+
+
+def finished_keys() -> set[str]:
+    if not JSONL.exists():
+        return set()
+    return {json.loads(line)["key"] for line in JSONL.read_text().splitlines() if line.strip()}
+
+
+def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, eval_samples: int,
+            model_cache: Path | None, timeout_s: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        if model_cache is not None and model_cache.exists():
+            (data / "models").symlink_to(model_cache.resolve(), target_is_directory=True)
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "rlhf_app.simulate", "--data-dir", str(data), "--seed", str(seed),
+               "--rater", rater, "--mode", mode, "--ratings", str(ratings), "--eval-samples", str(eval_samples),
+               "--out", str(out), *CONFIGS[config]]
+        t0, c0 = time.time(), os.times()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        c1 = os.times()
+        if proc.returncode != 0:
+            return {"error": proc.stderr[-3000:], "wall_s": time.time() - t0}
+        result = json.loads(out.read_text())
+        result["wall_s"] = time.time() - t0
+        result["cpu_s"] = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
+        return result
+
+
+def report() -> str:
+    rows = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.exists() else []
+    ok = [r for r in rows if "error" not in r["result"]]
+    groups: dict[tuple, list[dict]] = {}
+    for r in ok:
+        groups.setdefault((r["config"], r["rater"], r["mode"], r["ratings"]), []).append(r)
+    lines = [
+        "| config | rater | mode | ratings | seeds | oracle v0 | oracle last | gain (min..max) | gain best-of-N | "
+        "versions | RM acc | KL | wall s | seeds with gain >= 0.2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (config, rater, mode, ratings), rs in sorted(groups.items()):
+        cps = [r["result"]["checkpoints"] for r in rs]
+        gains = [c[-1]["oracle"] - c[0]["oracle"] for c in cps]
+        bon = [c[-1]["oracle_best_of_n"] - c[0]["oracle"] for c in cps if c[-1]["oracle_best_of_n"] is not None]
+        acc = [c[-1]["reward_model_accuracy"] for c in cps if c[-1]["reward_model_accuracy"] is not None]
+        kl = [c[-1]["kl_ref"] for c in cps if c[-1]["kl_ref"] is not None]
+        f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
+        lines.append(
+            f"| {config} | {rater} | {mode} | {ratings} | {len(rs)} | {f([c[0]['oracle'] for c in cps])} | "
+            f"{f([c[-1]['oracle'] for c in cps])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
+            f"{f([c[-1]['policy_version'] for c in cps])} | {f(acc)} | {f(kl)} | "
+            f"{f([r['result']['wall_s'] for r in rs])} | {sum(g >= 0.2 for g in gains)}/{len(gains)} |"
+        )
+    errors = [r for r in rows if "error" in r["result"]]
+    if errors:
+        lines.append(f"\n{len(errors)} run(s) failed; see their `error` field in {JSONL.name}.")
+    table = "\n".join(lines)
+    (RESULTS / "live_improvement.md").write_text(table + "\n")
+    plot(ok)
+    return table
+
+
+def plot(rows: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    raters = sorted({r["rater"] for r in rows})
+    if not raters:
+        return
+    fig, axes = plt.subplots(1, len(raters), figsize=(4 * len(raters), 3.4), squeeze=False, sharey=True)
+    colors = {}
+    for ax, rater in zip(axes[0], raters):
+        for r in (r for r in rows if r["rater"] == rater):
+            cps = r["result"]["checkpoints"]
+            c = colors.setdefault(r["config"], f"C{len(colors)}")
+            ax.plot([p["ratings"] for p in cps], [p["oracle"] for p in cps], color=c, alpha=0.8, marker=".",
+                    label=r["config"] if r["seed"] == min(x["seed"] for x in rows) else None)
+        ax.set_title(rater)
+        ax.set_xlabel("ratings")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("oracle score of served policy")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    by_label = dict(zip(labels, handles))
+    fig.legend(by_label.values(), by_label.keys(), loc="lower center", ncol=len(by_label), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(RESULTS / "live_improvement.png", dpi=80)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="Screening: seed 0 only, 40 ratings, 1 eval sample.")
+    ap.add_argument("--only", nargs="*", default=None, help="Configurations to run (default: all).")
+    ap.add_argument("--raters", nargs="*", default=RATERS)
+    ap.add_argument("--seeds", nargs="*", type=int, default=None)
+    ap.add_argument("--mode", default="score", choices=["thumb", "score", "compare"])
+    ap.add_argument("--ratings", type=int, default=None)
+    ap.add_argument("--eval-samples", type=int, default=None)
+    ap.add_argument("--timeout", type=float, default=3600, help="Seconds before a run is killed.")
+    ap.add_argument("--model-cache", default=str(ROOT / "data" / "models"),
+                    help="Converted default model to reuse (saves the 30 s GGUF conversion per run).")
+    ap.add_argument("--report", action="store_true", help="Only write the table and plot.")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.report:
+        print(report())
+        return 0
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else SEEDS)
+    ratings = args.ratings or (40 if args.quick else 100)
+    eval_samples = args.eval_samples or (1 if args.quick else 2)
+    done = finished_keys()
+    for config in args.only or list(CONFIGS):
+        for rater in args.raters:
+            for seed in seeds:
+                key = run_key(config, rater, seed, args.mode, ratings)
+                if key in done:
+                    continue
+                print(f"running {key}", flush=True)
+                try:
+                    result = run_one(config, rater, seed, args.mode, ratings, eval_samples,
+                                     Path(args.model_cache), args.timeout)
+                except subprocess.TimeoutExpired:
+                    result = {"error": f"timed out after {args.timeout} s"}
+                row = {"key": key, "config": config, "rater": rater, "seed": seed, "mode": args.mode,
+                       "ratings": ratings, "flags": CONFIGS[config], "finished_at": time.time(), "result": result}
+                with JSONL.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"  -> {'error' if 'error' in result else 'gain %+.3f' % (result['gain'])}", flush=True)
+    print(report())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Run the whole loop headless, with scripted raters instead of people.
+
+    python -m rlhf_app.simulate --rater short --ratings 100 --mode score --data-dir /tmp/sim
+    python -m rlhf_app.simulate --rater mymodule:my_preference --mode compare
+
+A simulated rater asks for answers and rates them through the same objects a person's clicks
+reach (`Answerer.stream`, `Store.rate` / `Store.compare`); the trainer runs its rounds on the
+trigger it uses in the app (`LiveTrainer.due`), publishes versions, and the answerer serves them.
+Nothing feeds the trainer directly. After each published version the simulator measures the
+rater's hidden oracle score on fresh answers of the served policy (and with best-of-N).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from .config import build_parser, load_settings
+from .prompts import STARTER_PROMPTS
+from .raters import get_rater
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MODES = ("thumb", "score", "compare")
+EVAL_PROMPTS = STARTER_PROMPTS[::4]
+"""Prompts the oracle is measured on; training samples from every stored prompt."""
+
+
+@dataclass
+class Checkpoint:
+    """The state of a simulated run after a policy version went live."""
+
+    policy_version: int
+    ratings: int
+    cpu_s: float
+    wall_s: float
+    oracle: float
+    oracle_best_of_n: float | None
+    reward_model_version: int | None
+    reward_model_accuracy: float | None
+    kl_ref: float | None
+    round_status: str | None = None
+
+
+@dataclass
+class SimulationResult:
+    rater: str
+    mode: str
+    seed: int
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+
+    @property
+    def gain(self) -> float:
+        return self.checkpoints[-1].oracle - self.checkpoints[0].oracle
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "gain": self.gain}
+
+
+def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
+             best_of_n: int, max_new_tokens: int) -> tuple[float, float | None]:
+    """Mean oracle score of fresh answers from the served policy, plain and with best-of-N."""
+    plain, best = [], []
+    for i, prompt in enumerate(EVAL_PROMPTS):
+        for j in range(samples_per_prompt):
+            s = seed * 1000 + i * 10 + j
+            ans = rt.answerer.answer(prompt, seed=s, max_new_tokens=max_new_tokens, source="eval")
+            plain.append(oracle(ans.texts[0], prompt))
+            if best_of_n > 1 and rt.trainer.reward_model is not None:
+                ans = rt.answerer.answer(prompt, seed=s, max_new_tokens=max_new_tokens, best_of=best_of_n,
+                                         source="eval")
+                best.append(oracle(ans.texts[0], prompt))
+    return statistics.fmean(plain), (statistics.fmean(best) if best else None)
+
+
+def simulate(
+    rt: Runtime,
+    rater_name: str,
+    *,
+    mode: str = "score",
+    ratings: int = 100,
+    noise: float = 0.1,
+    seed: int = 0,
+    eval_samples: int = 2,
+    best_of_n: int = 4,
+    max_new_tokens: int = 48,
+    wall_budget_s: float | None = None,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+) -> SimulationResult:
+    """Rate `ratings` answers as the rater would, training as the app does; measure each version."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}")
+    rater = get_rater(rater_name, noise=noise)
+    rng = random.Random(seed)
+    result = SimulationResult(rater.name, mode, seed)
+    cpu0, wall0 = time.process_time(), time.time()
+    who = f"sim:{rater.name}:{seed}"
+
+    def checkpoint(n_ratings: int, round_status: str | None) -> None:
+        oracle, oracle_bon = evaluate(rt, rater.oracle, seed, eval_samples, best_of_n, max_new_tokens)
+        rm = rt.trainer.reward_model
+        last = rt.store.last_round()
+        cp = Checkpoint(
+            policy_version=rt.holder.version,
+            ratings=n_ratings,
+            cpu_s=time.process_time() - cpu0,
+            wall_s=time.time() - wall0,
+            oracle=oracle,
+            oracle_best_of_n=oracle_bon,
+            reward_model_version=rm.version if rm else None,
+            reward_model_accuracy=(rm.metrics.get("heldout_accuracy") if rm else None),
+            kl_ref=(last or {}).get("metrics", {}).get("kl/ref"),
+            round_status=round_status,
+        )
+        result.checkpoints.append(cp)
+        log.info("checkpoint %s", cp)
+        if on_checkpoint:
+            on_checkpoint(cp)
+
+    checkpoint(0, None)
+    given = 0
+    while given < ratings:
+        if wall_budget_s is not None and time.time() - wall0 > wall_budget_s:
+            log.info("wall budget of %.0f s spent after %d ratings", wall_budget_s, given)
+            break
+        prompt = rng.choice(rt.store.prompts())
+        if mode == "compare":
+            ans = rt.answerer.answer(prompt, pair=True, max_new_tokens=max_new_tokens, seed=rng.randrange(2**31),
+                                     session=who, source="simulate")
+            a, b = ans.generation_ids
+            rt.store.compare(a, b, who, rater.compare(ans.texts[0], ans.texts[1], prompt, rng))
+        else:
+            ans = rt.answerer.answer(prompt, max_new_tokens=max_new_tokens, seed=rng.randrange(2**31),
+                                     session=who, source="simulate")
+            value = rater.thumb(ans.texts[0], prompt, rng) if mode == "thumb" else rater.score(ans.texts[0], prompt, rng)
+            rt.store.rate(ans.generation_ids[0], who, mode, value)
+        given += 1
+        if rt.trainer.due():
+            before = rt.holder.version
+            row = rt.trainer.run_round()
+            if rt.holder.version != before:
+                checkpoint(given, row["status"])
+    if not result.checkpoints or result.checkpoints[-1].ratings != given:
+        checkpoint(given, None)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser("Run the live RLHF loop headless with a simulated rater.")
+    own = argparse.ArgumentParser(add_help=False)
+    for p in (parser, own):
+        p.add_argument("--rater", default="short", help="Rater name (see rlhf_app/raters.py) or module:function.")
+        p.add_argument("--mode", default="score", choices=MODES, help="How the rater rates.")
+        p.add_argument("--ratings", type=int, default=100, help="Ratings to give.")
+        p.add_argument("--noise", type=float, default=0.1, help="Probability a rating is random.")
+        p.add_argument("--eval-samples", type=int, default=2, help="Answers per eval prompt at each checkpoint.")
+        p.add_argument("--best-of", type=int, default=4, help="N of the best-of-N evaluation.")
+        p.add_argument("--out", default=None, help="Write the result as JSON here.")
+    parser.parse_args(argv)  # --help and errors for every flag
+    mine, rest = own.parse_known_args(argv)
+    settings = load_settings(rest)
+    settings.trainer = False  # rounds run in this thread, on the app's own trigger
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    rt = Runtime.build(settings)
+    result = simulate(rt, mine.rater, mode=mine.mode, ratings=mine.ratings, noise=mine.noise, seed=settings.seed,
+                      eval_samples=mine.eval_samples, best_of_n=mine.best_of)
+    text = json.dumps(result.to_dict(), indent=2)
+    if mine.out:
+        with open(mine.out, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
