@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Protocol
 
 from .config import Settings
 from .errors import UserError
-from .policy import PolicyHolder, ServingGate
+from .policy import PolicyHolder, ServedPolicy, ServingGate
 from .sampling import SamplingParams, chat_input_ids, sample
 from .store import Store
 
@@ -103,6 +103,7 @@ class Answerer:
         session: str | None = None,
         source: str = "ui",
         stop: threading.Event | None = None,
+        policy: ServedPolicy | None = None,
     ) -> Iterator[Answer]:
         """Yield the growing answer(s) after each token; the last yield has `done=True` and ids."""
         s = self.settings
@@ -120,7 +121,9 @@ class Answerer:
         params = SamplingParams(float(temperature), float(top_p), int(max_new_tokens), seed)
         n = 2 if pair else best_of
 
-        policy = self.holder.current()  # this request's snapshot: a swap mid-answer cannot touch it
+        # This request's snapshot: a swap mid-answer cannot touch it. `policy` pins another version
+        # (the dashboard's before/after answers of version 0).
+        policy = policy or self.holder.current()
         tok = policy.tokenizer
         ids = chat_input_ids(tok, prompt)
         tokens: list[list[int]] = [[] for _ in range(n)]
