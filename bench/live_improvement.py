@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 JSONL = RESULTS / "live_improvement.jsonl"
 
-RATERS = ["short", "no_emoji", "enthusiastic", "topic", "positive"]
+RATERS = ["prefers_shorter", "likes_enthusiasm", "positive_sentiment", "wants_topic", "dislikes_emoji"]
 SEEDS = [0, 1, 2]
 
 # name -> settings flags. The first is the app's default; the others each change one thing.

@@ -63,14 +63,20 @@ def validate(settings: Settings, prompt: str, temperature: float, top_p: float, 
         raise UserError(
             f"The prompt has {len(prompt)} characters; the limit is {settings.max_prompt_chars}. Shorten it."
         )
-    if not 0.05 <= float(temperature) <= 2.0:
-        raise UserError("Temperature must be between 0.05 and 2.0.")
-    if not 0.1 <= float(top_p) <= 1.0:
-        raise UserError("Top-p must be between 0.1 and 1.0.")
-    if not 1 <= int(max_new_tokens) <= settings.max_new_tokens_limit:
-        raise UserError(f"Max new tokens must be between 1 and {settings.max_new_tokens_limit}.")
-    if not 1 <= int(best_of) <= settings.best_of_n_limit:
-        raise UserError(f"Best-of-N must be between 1 and {settings.best_of_n_limit}.")
+    checks = [
+        (temperature, float, 0.05, 2.0, "Temperature must be between 0.05 and 2.0."),
+        (top_p, float, 0.1, 1.0, "Top-p must be between 0.1 and 1.0."),
+        (max_new_tokens, int, 1, settings.max_new_tokens_limit,
+         f"Max new tokens must be between 1 and {settings.max_new_tokens_limit}."),
+        (best_of, int, 1, settings.best_of_n_limit, f"Best-of-N must be between 1 and {settings.best_of_n_limit}."),
+    ]
+    for value, cast, lo, hi, message in checks:
+        try:  # an API caller can send anything: "hot", None, inf get the same message as 5.0
+            ok = lo <= cast(value) <= hi
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise UserError(message)
     return prompt
 
 
@@ -110,8 +116,8 @@ class Answerer:
         temperature = s.temperature if temperature is None else temperature
         top_p = s.top_p if top_p is None else top_p
         max_new_tokens = s.max_new_tokens if max_new_tokens is None else max_new_tokens
+        prompt = validate(s, prompt, temperature, top_p, max_new_tokens, best_of or 1)
         best_of = int(best_of or 1)
-        prompt = validate(s, prompt, temperature, top_p, max_new_tokens, best_of)
         if pair and best_of > 1:
             raise UserError("Best-of-N applies to single answers, not to side-by-side pairs.")
         scorer = self.scorer() if best_of > 1 else None

@@ -1,6 +1,6 @@
 """Run the whole loop headless, with scripted raters instead of people.
 
-    python -m rlhf_app.simulate --rater short --ratings 100 --mode score --data-dir /tmp/sim
+    python -m rlhf_app.simulate --rater likes_enthusiasm --ratings 100 --mode score --data-dir /tmp/sim
     python -m rlhf_app.simulate --rater mymodule:my_preference --mode compare
 
 A simulated rater asks for answers and rates them through the same objects a person's clicks
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser("Run the live RLHF loop headless with a simulated rater.")
     own = argparse.ArgumentParser(add_help=False)
     for p in (parser, own):
-        p.add_argument("--rater", default="short", help="Rater name (see rlhf_app/raters.py) or module:function.")
+        p.add_argument("--rater", default="likes_enthusiasm", help="Rater name (see rlhf_app/raters.py) or module:function.")
         p.add_argument("--mode", default="score", choices=MODES, help="How the rater rates.")
         p.add_argument("--ratings", type=int, default=100, help="Ratings to give.")
         p.add_argument("--noise", type=float, default=0.1, help="Probability a rating is random.")
