@@ -17,14 +17,10 @@ import math
 import statistics
 from typing import Any
 
+from .preferences import utility
 from .store import Store
 
 UTILITY_HELP = "score s -> (s-3)/2, thumb up -> +1, down -> -1; A/B: winner +1, loser -1, both bad -1 each"
-
-
-def utility(kind: str, value: int) -> float:
-    """Every pointwise rating on one scale in [-1, 1], so versions rated differently compare."""
-    return (value - 3) / 2 if kind == "score" else float(value)
 
 
 def ratings_over_time(store: Store) -> list[dict[str, Any]]:
