@@ -149,7 +149,9 @@ class Answerer:
                 if t_first is None:
                     t_first = time.perf_counter()
                 for i, t in enumerate(step.tolist()):
-                    if t != tok.pad_token_id and (not tokens[i] or tokens[i][-1] != tok.eos_token_id):
+                    # After EOS a row only gets padding. Before it every token counts, even one equal
+                    # to pad: pad is a real vocabulary token (<|endoftext|>) the model can sample.
+                    if not tokens[i] or tokens[i][-1] != tok.eos_token_id:
                         tokens[i].append(t)
                 answer.texts = [tok.decode(t, skip_special_tokens=True) for t in tokens]
                 if best_of == 1:

@@ -180,6 +180,16 @@ def test_pair_is_two_generations_to_the_same_prompt(answerer, store):
     assert answerer.answer(PROMPT, seed=0, max_new_tokens=16, pair=True).texts == answer.texts
 
 
+def test_a_length_capped_answer_counts_every_token(answerer, tiny):
+    """Sequences are padded with a real vocabulary token (<|endoftext|>): when the model samples it
+    mid-answer it is still a token of the answer (seed 5 does this with the tiny model)."""
+    answer = answerer.answer(PROMPT, seed=5, max_new_tokens=30)
+    assert answer.finish_reasons == ["length"] and answer.n_tokens == [30]
+    pair = answerer.answer(PROMPT, seed=0, max_new_tokens=30, pair=True)
+    for n, reason in zip(pair.n_tokens, pair.finish_reasons):
+        assert reason == "eos" or n == 30
+
+
 # -- stop button -----------------------------------------------------------------------------------
 
 
