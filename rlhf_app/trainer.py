@@ -307,7 +307,8 @@ class LiveTrainer:
         else:
             from .grpo import GRPORunner
 
-            self._optimizer = GRPORunner(model, self.base.tokenizer, s.grpo, gate=self.gate, seed=seed)
+            self._optimizer = GRPORunner(model, self.base.tokenizer, s.grpo, gate=self.gate, seed=seed,
+                                         ref_model=ref_model)
         self._trainable, self._trainable_version = model, live
 
     def _drop_trainable(self) -> None:
