@@ -1,0 +1,557 @@
+"""PPO for a chat policy, written out: sample, score, advantages, epochs of minibatches.
+
+TRL 1.16 has no PPOTrainer, so this is the RLHF recipe of Ziegler et al. 2019 / Stiennon et al.
+2020 / Ouyang et al. 2022 in one file, CleanRL style. One `PPOTrainer.step` is:
+
+1. sample `samples_per_prompt` answers per prompt with `rlhf_app.sampling.sample`, the same
+   sampler people's answers come from (so the trainer yields to serving between tokens);
+2. score each (prompt, answer) with `reward_fn`: one number per answer;
+3. without gradients, record the log-probabilities of the sampled tokens under the policy
+   (`old_logp`) and the reference policy (`ref_logp`), and the value head's estimates;
+4. per-token rewards = -beta * (old_logp - ref_logp) on every answer token, plus the score on the
+   last one; GAE turns them into advantages and returns;
+5. `ppo_epochs` passes of shuffled minibatches: clipped surrogate + clipped value loss, one AdamW
+   step each;
+6. the adaptive KL controller moves beta towards `kl_target`.
+
+The math lives in pure functions that tests call with hand-made tensors. Shapes: B answers,
+T answer tokens (the longest answer in the batch, EOS included), V vocabulary, H hidden size.
+An answer's tokens run up to and including its first EOS; what follows is padding (mask 0).
+
+>>> r = torch.tensor([[0.0, 0.0, 1.0]])  # the score arrives on the last token
+>>> adv, ret = compute_gae(r, torch.zeros(1, 3), torch.ones(1, 3), gamma=1.0, lam=1.0)
+>>> adv
+tensor([[1., 1., 1.]])
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .config import PPOConfig
+from .policy import ServingGate
+from .sampling import SamplingParams, chat_input_ids, left_pad, sample
+
+SAMPLES_KEY = "samples"
+"""Key of the step's raw samples in the metrics dict; pop it before logging the numbers."""
+
+RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+"""`reward_fn(prompts, completions) -> scores`, one prompt per completion, one float per completion."""
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions: everything here takes and returns tensors, no model, no state.
+# --------------------------------------------------------------------------------------------
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of `x` over the positions where `mask` is true.
+
+    `torch.where` rather than `x * mask`, so a NaN or inf at a padded position (which nothing
+    reads) cannot leak into the mean; a NaN at a real position still does, as it should.
+
+    >>> masked_mean(torch.tensor([1.0, 3.0, float("nan")]), torch.tensor([1, 1, 0]))
+    tensor(2.)
+    """
+    m = mask.bool()
+    total = torch.where(m, x, torch.zeros_like(x)).sum(dim=dim)
+    count = m.sum(dim=dim).clamp(min=1)
+    return total / count
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Population variance of `x` over the masked positions (no Bessel correction)."""
+    mean = masked_mean(x, mask)
+    return masked_mean((x - mean) ** 2, mask)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x - mean) / std over the masked positions; padding becomes 0.
+
+    Whitening the advantages makes the step size independent of the reward's scale, which moves
+    as the reward model is refitted between rounds.
+
+    >>> masked_whiten(torch.tensor([1.0, 3.0, 100.0]), torch.tensor([1, 1, 0])).tolist()
+    [-1.0, 1.0, 0.0]
+    """
+    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    whitened = (x - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(mask.bool(), whitened, torch.zeros_like(whitened))
+
+
+def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log pi(token) for each position: logits (..., V), tokens (...) -> (...)."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the distribution at each position: logits (..., V) -> (...)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def answer_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """(B, T) bool: true up to and including each row's first EOS.
+
+    Decided by position, not by comparing with the pad id: a sampled token may happen to equal
+    the pad id, and it is still an action the policy took.
+
+    >>> answer_mask(torch.tensor([[5, 2, 0, 0], [5, 6, 7, 8]]), eos_id=2)
+    tensor([[ True,  True, False, False],
+            [ True,  True,  True,  True]])
+    """
+    is_eos = (tokens == eos_id).long()
+    eos_before = is_eos.cumsum(-1) - is_eos  # EOS strictly before each position
+    return eos_before == 0
+
+
+def per_token_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rewards (B, T), kl (B, T)): the KL penalty on every answer token, the score on the last.
+
+    The penalty -beta * (log pi - log pi_ref) keeps the policy near the model people started
+    from, so the reward model is not exploited where it never saw data (Ziegler et al. 2019).
+    Summed over an answer, `kl` is the sampled estimate of KL(pi || pi_ref) in nats.
+
+    scores (B,), logprobs (B, T), ref_logprobs (B, T), mask (B, T).
+    """
+    m = mask.bool()
+    kl = torch.where(m, logprobs - ref_logprobs, torch.zeros_like(logprobs))  # (B, T)
+    rewards = -kl_coef * kl  # (B, T)
+    lengths = m.sum(-1)  # (B,)
+    last = (lengths - 1).clamp(min=0)  # (B,) index of the last real token
+    score = torch.where(lengths > 0, scores.to(rewards.dtype), torch.zeros_like(rewards[:, 0]))
+    rewards = rewards.scatter_add(1, last[:, None], score[:, None])
+    return rewards, kl
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation (Schulman et al. 2016): (advantages, returns), (B, T).
+
+    delta_t = r_t + gamma * V_{t+1} - V_t and A_t = delta_t + gamma * lam * A_{t+1}, with V and A
+    zero past an answer's last token (the episode ends there). returns = A + V is the value
+    head's regression target. Padding gets 0 in both.
+
+    rewards (B, T), values (B, T), mask (B, T), mask a prefix of each row.
+    """
+    m = mask.to(rewards.dtype)
+    rewards, values = rewards * m, torch.where(mask.bool(), values, torch.zeros_like(values))
+    T = rewards.shape[1]
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])  # (B,)
+    next_adv = torch.zeros_like(rewards[:, 0])  # (B,)
+    for t in reversed(range(T)):
+        # m[:, t+1] == 0 means t is the last token: nothing to bootstrap from.
+        cont = m[:, t + 1] if t + 1 < T else torch.zeros_like(m[:, 0])
+        delta = rewards[:, t] + gamma * next_value * cont - values[:, t]
+        next_adv = delta + gamma * lam * next_adv * cont
+        advantages[:, t] = next_adv
+        next_value = values[:, t]
+    advantages = advantages * m
+    returns = (advantages + values) * m
+    return advantages, returns
+
+
+def ppo_policy_loss(
+    new_logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate loss (Schulman et al. 2017): (loss, clipfrac, approx_kl), all scalars.
+
+    max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)) per token: once the ratio has moved eps
+    in the advantage's direction, the gradient stops, so several epochs on one batch cannot push
+    the policy far from the one that sampled it. `clipfrac` (share of tokens with
+    |ratio - 1| > eps) and `approx_kl` (the k3 estimator, (ratio - 1) - log ratio, always >= 0)
+    say whether the updates are too large: healthy runs show clipfrac ~0.1 and approx_kl ~0.01.
+
+    All inputs (B, T); token-level mean over the mask.
+    """
+    log_ratio = new_logp - old_logp  # (B, T)
+    ratio = torch.exp(log_ratio)
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_coef, 1.0 + clip_coef)
+    loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean(((ratio - 1.0).abs() > clip_coef).float(), mask)
+        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+    return loss, clipfrac, approx_kl
+
+
+def value_loss(
+    new_values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float,
+) -> torch.Tensor:
+    """Clipped value loss: 0.5 * max((V - R)^2, (V_clipped - R)^2), token mean over the mask.
+
+    V_clipped = V_old + clip(V - V_old, -c, c): like the policy's clip, it keeps the value head
+    (which shares the backbone with the policy) from jumping on one batch.
+
+    All inputs (B, T).
+    """
+    clipped = old_values + torch.clamp(new_values - old_values, -cliprange_value, cliprange_value)
+    loss = torch.max((new_values - returns) ** 2, (clipped - returns) ** 2)
+    return 0.5 * masked_mean(loss, mask)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 - Var(R - V) / Var(R) over the mask: 1 perfect, 0 no better than a constant, < 0 worse.
+
+    Constant returns (e.g. every answer scored 0 on the first step, when the KL term is 0 too)
+    give 0, not NaN: a NaN metric means a broken round to the caller, and this one is not.
+    """
+    var_r = masked_var(returns, mask)
+    if var_r == 0:
+        return torch.zeros_like(var_r)
+    return 1.0 - masked_var(returns - values, mask) / var_r
+
+
+class AdaptiveKLController:
+    """Moves beta so the KL to the reference tracks a target (Ziegler et al. 2019, eq. 2).
+
+    e = clip(KL / target - 1, -0.2, 0.2);  beta <- beta * (1 + e * n_steps / horizon).
+    The clip makes one odd batch move beta by at most 0.2 * n_steps / horizon.
+
+    >>> c = AdaptiveKLController(0.1, target=1.0, horizon=100)
+    >>> c.update(3.0, n_steps=10)  # far above the target: the error is clipped to +0.2
+    >>> round(c.value, 4)
+    0.102
+    """
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        self.value = init_kl_coef
+        self.target = target
+        self.horizon = horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        proportional_error = min(max(current_kl / self.target - 1.0, -0.2), 0.2)
+        self.value *= 1.0 + proportional_error * n_steps / self.horizon
+
+
+class FixedKLController:
+    """A constant beta (`adaptive_kl = False`)."""
+
+    def __init__(self, kl_coef: float):
+        self.value = kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------------
+# The value head and the trainer.
+# --------------------------------------------------------------------------------------------
+
+
+class ValueHead(nn.Module):
+    """V(s_t) from the policy's last hidden state: one Linear, (B, T, H) -> (B, T).
+
+    It shares the backbone with the policy (like TRL's old AutoModelForCausalLMWithValueHead):
+    no second network to hold in memory or to run, and the value loss also shapes the features.
+    Zero-initialised, so the first values are 0 rather than noise of the reward's sign.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.summary.weight)
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden_states.to(self.summary.weight.dtype)).squeeze(-1)
+
+
+def _is_peft(model: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover - peft is a dependency, but keep the plain path working
+        return False
+    return isinstance(model, PeftModel)
+
+
+def _mean_keep_nan(xs: list[float]) -> float:
+    """Plain mean that keeps NaN visible (a NaN round must show as NaN, not be averaged away)."""
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+class PPOTrainer:
+    """PPO on a chat policy, one `step` at a time; keeps its state between the app's rounds.
+
+    `policy` is a peft `PeftModel` (LoRA: the reference policy is the same model with the adapter
+    disabled, so no second copy is held) or a plain causal LM (full fine-tuning: `ref_model` is
+    its frozen copy, made here when not given). Kept across steps: the value head, the AdamW
+    optimizer over the trainable weights and the value head, the KL controller, the step counter.
+
+    `gate.wait_until_idle()` runs before every sampled token and every minibatch, so a person
+    waiting for an answer always comes first. Sampling and shuffling use a generator seeded from
+    `seed` and the step counter: the same seed, model and rewards give the same run.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        config: PPOConfig,
+        ref_model: nn.Module | None = None,
+        gate: ServingGate | None = None,
+        seed: int = 0,
+    ):
+        if config.temperature <= 0:
+            raise ValueError("ppo.temperature must be > 0: PPO needs the sampling distribution's log-probs")
+        if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+            raise ValueError("the tokenizer needs a pad token distinct from EOS (see models.fix_pad_token)")
+        self.policy = policy
+        self.tokenizer = tokenizer
+        self.config = config
+        self.gate = gate
+        self.seed = seed
+        self.step_count = 0
+        self.is_peft = _is_peft(policy)
+        if not self.is_peft and ref_model is None:
+            ref_model = copy.deepcopy(policy)
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+        self.ref_model = ref_model
+        self.device = next(policy.parameters()).device
+        self.value_head = ValueHead(policy.config.hidden_size).to(self.device)
+        policy_params = [p for p in policy.parameters() if p.requires_grad]
+        if not policy_params:
+            raise ValueError("the policy has no trainable parameters (a PeftModel loaded with is_trainable=False?)")
+        self.trainable = policy_params + list(self.value_head.parameters())
+        # No weight decay: it would pull LoRA / fine-tuned weights towards 0, not towards the reference.
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=0.0)
+        self.kl_ctl: AdaptiveKLController | FixedKLController = (
+            AdaptiveKLController(config.init_kl_coef, config.kl_target, config.kl_horizon)
+            if config.adaptive_kl
+            else FixedKLController(config.init_kl_coef)
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _yield_to_serving(self) -> bool:
+        if self.gate is not None:
+            self.gate.wait_until_idle()
+        return True  # never stop sampling early
+
+    def _forward(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_answer: int, values: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(logprobs (B, T), values (B, T) or None, logits (B, T, V)) of the answer tokens.
+
+        `input_ids` is [left-padded prompt | answer], so the logits at positions -T-1 .. -2 are
+        the distributions the answer's T tokens were drawn from. Logits are divided by the
+        sampling temperature: the ratio must be taken under the distribution that sampled.
+        """
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=positions,
+            output_hidden_states=values,
+            use_cache=False,
+            logits_to_keep=n_answer + 1,  # only the answer's logits: the vocabulary is the big axis
+        )
+        logits = out.logits[:, :-1].float() / self.config.temperature  # (B, T, V)
+        logp = logprobs_from_logits(logits, input_ids[:, -n_answer:])  # (B, T)
+        v = self.value_head(out.hidden_states[-1][:, -n_answer - 1 : -1]) if values else None  # (B, T)
+        return logp, v, logits
+
+    def _ref_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_answer: int) -> torch.Tensor:
+        if self.ref_model is not None:
+            return self._forward(self.ref_model, input_ids, attention_mask, n_answer, values=False)[0]
+        with self.policy.disable_adapter():  # LoRA off = the model we started from
+            return self._forward(self.policy, input_ids, attention_mask, n_answer, values=False)[0]
+
+    @torch.no_grad()
+    def _rollout(self, queries: list[list[int]], generator: torch.Generator) -> torch.Tensor:
+        """Sampled answer tokens, (B, T), pad after each EOS."""
+        cfg = self.config
+        params = SamplingParams(temperature=cfg.temperature, top_p=1.0, max_new_tokens=cfg.max_new_tokens)
+        # top_p=1: the log-probs PPO computes are those of the full softmax; truncating the
+        # sampling distribution would make old_logp wrong for every token.
+        tokens = list(
+            sample(
+                self.policy,
+                queries,
+                params,
+                eos_id=self.tokenizer.eos_token_id,
+                pad_id=self.tokenizer.pad_token_id,
+                generator=generator,
+                between_tokens=self._yield_to_serving,
+            )
+        )
+        return torch.stack(tokens, dim=1)
+
+    # -- one PPO step --------------------------------------------------------------------------
+
+    def step(
+        self,
+        prompts: list[str],
+        reward_fn: RewardFn,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Sample, score and update once; returns the step's metrics and its samples.
+
+        `prompts` are the step's distinct prompts (the caller picks `batch_prompts` of them);
+        each gets `samples_per_prompt` answers. `on_progress` is told "sampling", "scoring",
+        "update" as the step gets there.
+
+        Metrics (floats unless said):
+        - `reward/mean`, `reward/std`: of the scores `reward_fn` gave;
+        - `ppo/policy_loss`, `ppo/value_loss`, `ppo/approx_kl`, `ppo/clipfrac`, `ppo/grad_norm`:
+          means over all minibatches of all epochs; `ppo/skipped_updates` (int): minibatches whose
+          gradient was not finite and so were not applied;
+        - `ppo/explained_variance`: of the returns by the values, before the update;
+        - `ppo/entropy`: nats per answer token of the policy that sampled;
+        - `kl/ref`: sum over an answer of log pi - log pi_ref, averaged over answers (nats; the
+          sampled estimate, so it can dip slightly below 0); `kl/coef`: the beta this step used;
+        - `answer/length`: tokens, EOS included; `answer/eos_rate`: share that ended before the cap;
+        - `time/step_s`; `time/waited_s`: of it, spent waiting for people's answers;
+        - under `SAMPLES_KEY` ("samples"), not a number: {"prompts", "completions", "scores"},
+          one entry per answer. Pop it before logging the numbers.
+
+        A NaN score or loss shows as NaN in the metrics (the caller discards that round); update
+        steps whose gradient is not finite are skipped, so the weights stay usable either way.
+        """
+        if not prompts:
+            raise ValueError("step() needs at least one prompt")
+        t0 = time.monotonic()
+        waited0 = self.gate.waited_s if self.gate is not None else 0.0
+        cfg, tok = self.config, self.tokenizer
+        progress = on_progress or (lambda phase: None)
+        generator = torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + self.step_count) % 2**63)
+        self.step_count += 1
+
+        # 1. Rollout: samples_per_prompt answers per prompt, from the current policy.
+        progress("sampling")
+        self.policy.eval()
+        prompt_of = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
+        queries = [chat_input_ids(tok, p) for p in prompt_of]
+        answers = self._rollout(queries, generator).to(self.device)  # (B, T)
+        B, T = answers.shape
+        mask = answer_mask(answers, tok.eos_token_id)  # (B, T) EOS included
+        completions = [tok.decode(a[m].tolist(), skip_special_tokens=True) for a, m in zip(answers, mask)]
+
+        # 2. Score: one number per answer.
+        progress("scoring")
+        scores = torch.tensor([float(s) for s in reward_fn(prompt_of, completions)], dtype=torch.float32)
+        if scores.shape != (B,):
+            raise ValueError(f"reward_fn returned {scores.numel()} scores for {B} completions")
+        scores = scores.to(self.device)
+
+        # 3. Old log-probs, reference log-probs and values: what the update is measured against.
+        prompt_ids, prompt_mask = left_pad(queries, tok.pad_token_id)
+        input_ids = torch.cat([prompt_ids.to(self.device), answers], dim=1)  # (B, P + T)
+        attention_mask = torch.cat([prompt_mask.to(self.device), mask.long()], dim=1)  # (B, P + T)
+        old_logp, values, entropy, ref_logp = [], [], [], []
+        with torch.no_grad():
+            for i in range(0, B, cfg.minibatch_size):  # chunks: (B, T, V) logits of a real vocab are big
+                self._yield_to_serving()
+                ids, am = input_ids[i : i + cfg.minibatch_size], attention_mask[i : i + cfg.minibatch_size]
+                logp, v, logits = self._forward(self.policy, ids, am, T, values=True)
+                old_logp.append(logp)
+                values.append(v)
+                entropy.append(entropy_from_logits(logits))
+                ref_logp.append(self._ref_logprobs(ids, am, T))
+        old_logp, values = torch.cat(old_logp), torch.cat(values)  # (B, T)
+        entropy, ref_logp = torch.cat(entropy), torch.cat(ref_logp)  # (B, T)
+
+        # 4. Per-token rewards (KL penalty + score at the end), then advantages.
+        kl_coef = self.kl_ctl.value
+        rewards, kl = per_token_rewards(scores, old_logp, ref_logp, mask, kl_coef)  # (B, T)
+        advantages, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)  # (B, T)
+        if cfg.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+
+        # 5. PPO epochs over shuffled minibatches.
+        progress("update")
+        self.policy.train()
+        self.value_head.train()
+        stats: dict[str, list[float]] = {
+            k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "grad_norm")
+        }
+        skipped = 0
+        try:
+            for _epoch in range(cfg.ppo_epochs):
+                order = torch.randperm(B, generator=generator).to(self.device)
+                for i in range(0, B, cfg.minibatch_size):
+                    self._yield_to_serving()
+                    mb = order[i : i + cfg.minibatch_size]
+                    new_logp, new_values, _ = self._forward(
+                        self.policy, input_ids[mb], attention_mask[mb], T, values=True
+                    )
+                    pg_loss, clipfrac, approx_kl = ppo_policy_loss(
+                        new_logp, old_logp[mb], advantages[mb], mask[mb], cfg.clip_coef
+                    )
+                    vf_loss = value_loss(new_values, values[mb], returns[mb], mask[mb], cfg.cliprange_value)
+                    loss = pg_loss + cfg.vf_coef * vf_loss
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+                    if torch.isfinite(grad_norm):
+                        self.optimizer.step()
+                    else:  # a NaN/inf step would poison the weights for every later round
+                        skipped += 1
+                    stats["policy_loss"].append(pg_loss.item())
+                    stats["value_loss"].append(vf_loss.item())
+                    stats["approx_kl"].append(approx_kl.item())
+                    stats["clipfrac"].append(clipfrac.item())
+                    stats["grad_norm"].append(grad_norm.item())
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.policy.eval()  # the caller copies and serves it
+            self.value_head.eval()
+
+        # 6. Adapt beta to the KL measured on this batch (nats per answer).
+        kl_per_answer = kl.sum(-1)  # (B,)
+        kl_ref = kl_per_answer.mean().item()
+        if math.isfinite(kl_ref):
+            self.kl_ctl.update(kl_ref, n_steps=B)
+
+        lengths = mask.sum(-1).float()  # (B,)
+        metrics: dict[str, Any] = {
+            "reward/mean": scores.mean().item(),
+            "reward/std": scores.std().item() if B > 1 else 0.0,
+            "ppo/policy_loss": _mean_keep_nan(stats["policy_loss"]),
+            "ppo/value_loss": _mean_keep_nan(stats["value_loss"]),
+            "ppo/approx_kl": _mean_keep_nan(stats["approx_kl"]),
+            "ppo/clipfrac": _mean_keep_nan(stats["clipfrac"]),
+            "ppo/explained_variance": explained_variance(values, returns, mask).item(),
+            "ppo/entropy": masked_mean(entropy, mask).item(),
+            "ppo/grad_norm": _mean_keep_nan(stats["grad_norm"]),
+            "ppo/skipped_updates": skipped,
+            "kl/ref": kl_ref,
+            "kl/coef": kl_coef,
+            "answer/length": lengths.mean().item(),
+            "answer/eos_rate": (answers == tok.eos_token_id).any(-1).float().mean().item(),
+            "time/step_s": time.monotonic() - t0,
+            "time/waited_s": (self.gate.waited_s - waited0) if self.gate is not None else 0.0,
+            SAMPLES_KEY: {"prompts": prompt_of, "completions": completions, "scores": scores.tolist()},
+        }
+        return metrics
