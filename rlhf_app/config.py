@@ -244,3 +244,19 @@ def settings_from_dict(d: Mapping[str, Any]) -> Settings:
     sub = {"ppo": PPOConfig, "grpo": GRPOSettings, "reward": RewardModelConfig}
     kw = {k: (sub[k](**v) if k in sub else v) for k, v in d.items()}
     return Settings(**kw)
+
+
+def settings_markdown() -> str:
+    """The configuration table of the README (a test keeps the two equal)."""
+    defaults = Settings()
+    lines = ["| setting | env var | flag | default | what it does |", "|---|---|---|---|---|"]
+    for dotted, f, _t in _walk(Settings):
+        default = _get(defaults, dotted)
+        lines.append(
+            f"| `{dotted}` | `{env_name(dotted)}` | `{flag_name(dotted)}` | `{default!r}` | {f.metadata['help']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(settings_markdown())

@@ -233,6 +233,8 @@ class LiveTrainer:
         reason = None
         if not per_step:
             reason = "paused before the first step"
+        elif self.store.live()["version"] != live:
+            reason = f"an admin made another version live during the round (it started from v{live})"
         elif bad:
             reason = f"non-finite metrics: {', '.join(bad)}"
         elif kl > s.max_kl:

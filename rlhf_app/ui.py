@@ -36,6 +36,7 @@ from .prompts import STARTER_PROMPTS
 from .runtime import Runtime
 from .store import Store
 from .trainer import FITTING, OPTIMIZING
+from .ui_dashboard import build_dashboard_tab
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,7 @@ def build_ui(runtime: Runtime) -> gr.Blocks:
                 _compare_tab(runtime, stops)
             with gr.Tab("Admin"):
                 _admin_tab(runtime)
-            # DASHBOARD goes here: build_dashboard_tab(runtime, make_live_handler(runtime)) from ui_dashboard.py
+            build_dashboard_tab(runtime, make_live_handler(runtime))
 
         def refresh() -> str:
             return status_markdown(runtime.status(), auto=runtime.settings.trainer)

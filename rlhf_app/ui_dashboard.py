@@ -8,6 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from . import dashboard
+from .api import GENERATE_CONCURRENCY
 from .errors import UserError
 from .prompts import STARTER_PROMPTS
 
@@ -107,5 +108,5 @@ def build_dashboard_tab(runtime, make_live) -> None:
         gr.on([live_btn.click], make_live, inputs=[version_box, token_box], outputs=live_msg,
               api_visibility="private").then(refresh, outputs=outputs, api_visibility="private")
         ba_btn.click(on_before_after, inputs=ba_prompt, outputs=[before, after], api_visibility="private",
-                     concurrency_id="generate")
+                     concurrency_id="generate", concurrency_limit=GENERATE_CONCURRENCY)
         return refresh, outputs

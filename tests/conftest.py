@@ -16,6 +16,12 @@ def tiny_model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture(scope="session")
+def sharp_model_dir(tmp_path_factory):
+    """A tiny model that can learn (see `build_tiny_model`'s norm_gain)."""
+    return build_tiny_model(tmp_path_factory.mktemp("sharp") / "model", norm_gain=3.0)
+
+
 @pytest.fixture
 def store(tmp_path):
     return Store(tmp_path / "rlhf.db")

@@ -24,8 +24,12 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
-    """Write a random LlamaForCausalLM and its tokenizer to `path`; returns `path`."""
+def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2, norm_gain: float = 1.0) -> Path:
+    """Write a random LlamaForCausalLM and its tokenizer to `path`; returns `path`.
+
+    `norm_gain` scales the final RMSNorm: at 1 the random model's logits stay within about +-0.6,
+    so nothing can become likely and no learning shows; 10 gives it a real LM's room to move.
+    """
     vocab = {t: i for i, t in enumerate(SPECIAL + WORDS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -53,6 +57,8 @@ def build_tiny_model(path: Path, seed: int = 0, hidden: int = 32, layers: int = 
         tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(norm_gain)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     fast.save_pretrained(path)
