@@ -1,0 +1,179 @@
+"""The live trainer on a tiny model: ratings in, reward model fitted, a round published and served,
+restart resumes on it, rollback works, bad rounds are discarded, the background thread runs rounds."""
+
+import json
+import math
+import random
+import time
+
+import pytest
+import torch
+
+from rlhf_app.config import load_settings
+from rlhf_app.errors import UserError
+from rlhf_app.raters import get_rater
+from rlhf_app.runtime import Runtime
+from rlhf_app.versions import version_dir
+
+PROMPTS = ["tell me about the cat", "hello you", "I like the sun", "a story about rain"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two torch threads on two shared cores make tiny models slower, not faster.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def settings(model_dir, data_dir, *extra):
+    return load_settings(
+        ["--model", str(model_dir), "--data-dir", str(data_dir), "--device", "cpu", "--temperature", "1.0",
+         "--ppo.steps-per-round", "2", "--ppo.batch-prompts", "2", "--ppo.max-new-tokens", "8",
+         "--grpo.steps-per-round", "2", "--grpo.max-new-tokens", "8",
+         "--train-every-ratings", "6", "--reward.epochs", "2", "--reward.learning-rate", "1e-3", *extra],
+        env={},
+    )
+
+
+def rate_some(rt: Runtime, n: int, seed: int = 0) -> None:
+    """Answers rated by a scripted rater through the same calls the page makes."""
+    rater = get_rater("likes_enthusiasm")
+    rng = random.Random(seed)
+    for i in range(n):
+        ans = rt.answerer.answer(rng.choice(PROMPTS), max_new_tokens=8, seed=seed * 100 + i)
+        rt.store.rate(ans.generation_ids[0], "tester", "score", rater.score(ans.texts[0], "", rng))
+
+
+@pytest.fixture
+def rt(sharp_model_dir, tmp_path):
+    return Runtime.build(settings(sharp_model_dir, tmp_path / "data"))
+
+
+def test_round_fits_reward_model_publishes_and_serves_new_version(rt):
+    rate_some(rt, 20)
+    assert rt.trainer.due()
+    row = rt.trainer.run_round()
+    assert row["status"] == "published", row["reason"]
+    assert row["policy_version"] == 1 and rt.holder.version == 1
+    assert rt.store.live()["version"] == 1
+    v = rt.store.policy_version(1)
+    assert v["parent"] == 0 and v["reward_model_version"] == 1 and v["algorithm"] == "ppo"
+    assert v["settings"]["ppo"]["steps_per_round"] == 2  # the settings that made it, saved with it
+    meta = json.loads((version_dir(rt.settings.data_dir, 1) / "meta.json").read_text())
+    assert meta["seed"] == row["seed"] and meta["parent"] == 0
+    assert (version_dir(rt.settings.data_dir, 1) / "adapter_config.json").exists()  # LoRA: a small adapter
+    for key in ("reward/mean", "kl/ref", "ppo/clipfrac", "ppo/approx_kl", "reward_model/heldout_accuracy"):
+        assert key in row["metrics"]
+    # the served weights differ from the base: the swap is real
+    base_w = rt.base.model.model.layers[0].self_attn.q_proj.weight
+    served_w = rt.holder.current().model.model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(base_w, served_w)
+    ans = rt.answerer.answer("hello you", max_new_tokens=4)
+    assert rt.store.generation(ans.generation_ids[0])["policy_version"] == 1
+    # no new ratings: nothing due
+    assert not rt.trainer.due() and rt.trainer.ratings_until_next_round() == 6
+
+
+def test_too_few_ratings_skips_without_a_version(rt):
+    rate_some(rt, 1)
+    row = rt.trainer.run_round()
+    assert row["status"] == "skipped" and "not enough ratings" in row["reason"]
+    assert rt.holder.version == 0 and rt.store.stats()["policy_versions"] == 1
+
+
+def test_restart_resumes_on_latest_version_and_reward_model(rt, sharp_model_dir, tmp_path):
+    rate_some(rt, 20)
+    assert rt.trainer.run_round()["status"] == "published"
+    rate_some(rt, 8, seed=1)
+    assert rt.trainer.run_round()["status"] == "published"
+    served = rt.holder.current().model
+    probe = torch.tensor([[1, 4, 5, 6]])
+    with torch.no_grad():
+        logits = served(probe).logits
+
+    rt2 = Runtime.build(settings(sharp_model_dir, tmp_path / "data"))
+    assert rt2.holder.version == 2
+    assert rt2.trainer.reward_model is not None and rt2.trainer.reward_model.version == 2
+    with torch.no_grad():
+        assert torch.allclose(rt2.holder.current().model(probe).logits, logits, atol=1e-5)
+    rate_some(rt2, 6, seed=2)
+    row = rt2.trainer.run_round()  # training resumes from v2
+    assert row["status"] == "published" and rt2.store.policy_version(3)["parent"] == 2
+
+
+def test_rollback_makes_an_older_version_live_and_is_recorded(rt):
+    rate_some(rt, 20)
+    rt.trainer.run_round()
+    rt.trainer.set_live(0, actor="admin-test")
+    assert rt.holder.version == 0 and rt.store.live()["version"] == 0
+    event = rt.store.live_events()[-1]
+    assert event["version"] == 0 and event["actor"] == "admin-test"
+    with pytest.raises(UserError):
+        rt.trainer.set_live(42, actor="admin-test")
+    assert rt.holder.version == 0
+    # the next round trains from the live version (0), not from the rolled-back v1
+    rate_some(rt, 6, seed=3)
+    row = rt.trainer.run_round()
+    assert row["status"] == "published" and rt.store.policy_version(row["policy_version"])["parent"] == 0
+
+
+def test_nan_round_is_discarded_and_served_policy_stays(rt):
+    rate_some(rt, 20)
+    assert rt.trainer.run_round()["status"] == "published"
+    rm = rt.trainer.reward_model
+    rm.norm_mean = math.nan  # a diverged reward model: every normalized score is NaN
+    rt.trainer.request_round()
+    row = rt.trainer.run_round()
+    assert row["status"] == "discarded" and "non-finite" in row["reason"]
+    assert rt.holder.version == 1 and rt.store.live()["version"] == 1
+    assert rt.store.stats()["policy_versions"] == 2
+
+
+def test_round_over_the_kl_bound_is_discarded(sharp_model_dir, tmp_path):
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--max-kl", "-1"))
+    rate_some(rt, 20)
+    row = rt.trainer.run_round()
+    assert row["status"] == "discarded" and "KL" in row["reason"]
+    assert rt.holder.version == 0
+
+
+def test_grpo_round_publishes(sharp_model_dir, tmp_path):
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--algorithm", "grpo"))
+    rate_some(rt, 20)
+    row = rt.trainer.run_round()
+    assert row["status"] == "published", row["reason"]
+    assert row["algorithm"] == "grpo" and "grpo/loss" in row["metrics"]
+    assert rt.holder.version == 1
+
+
+def test_full_fine_tuning_publishes_full_weights(sharp_model_dir, tmp_path):
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--lora-r", "0"))
+    rate_some(rt, 20)
+    row = rt.trainer.run_round()
+    assert row["status"] == "published", row["reason"]
+    assert not (version_dir(rt.settings.data_dir, 1) / "adapter_config.json").exists()
+    assert rt.holder.version == 1
+
+
+def test_background_thread_runs_a_round_when_due_and_pause_holds_it(rt):
+    rt.trainer.pause()
+    rt.trainer.start()
+    rate_some(rt, 20)
+    time.sleep(2.5)
+    assert rt.store.rounds() == []  # paused: due, but no round
+    rt.trainer.resume()
+    deadline = time.time() + 120
+    while time.time() < deadline and rt.holder.version == 0:
+        time.sleep(0.5)
+    rt.trainer.stop(timeout=60)
+    assert rt.holder.version == 1
+    assert rt.status()["live_version"] == 1
+
+
+def test_interrupted_round_is_marked_failed_on_restart(rt, sharp_model_dir, tmp_path):
+    rid = rt.store.start_round("ppo", 0, seed=0)  # as if the process died mid-round
+    Runtime.build(settings(sharp_model_dir, tmp_path / "data"))
+    row = [r for r in rt.store.rounds() if r["id"] == rid][0]
+    assert row["status"] == "failed" and "restart" in row["reason"]
