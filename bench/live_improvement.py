@@ -53,7 +53,7 @@ def finished_keys() -> set[str]:
 
 
 def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, eval_samples: int,
-            model_cache: Path | None, timeout_s: float) -> dict:
+            model_cache: Path | None, timeout_s: float, wall_budget_s: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -62,7 +62,7 @@ def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, eval_sa
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "rlhf_app.simulate", "--data-dir", str(data), "--seed", str(seed),
                "--rater", rater, "--mode", mode, "--ratings", str(ratings), "--eval-samples", str(eval_samples),
-               "--out", str(out), *CONFIGS[config]]
+               "--wall-budget", str(wall_budget_s), "--out", str(out), *CONFIGS[config]]
         t0, c0 = time.time(), os.times()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
         c1 = os.times()
@@ -82,8 +82,8 @@ def report() -> str:
         groups.setdefault((r["config"], r["rater"], r["mode"], r["ratings"]), []).append(r)
     lines = [
         "| config | rater | mode | ratings | seeds | oracle v0 | oracle last | gain (min..max) | gain best-of-N | "
-        "versions | RM acc | KL | wall s | seeds with gain >= 0.2 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "versions | RM acc | KL | loop wall s | loop CPU s | total wall s | seeds with gain >= 0.2 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (config, rater, mode, ratings), rs in sorted(groups.items()):
         cps = [r["result"]["checkpoints"] for r in rs]
@@ -96,6 +96,7 @@ def report() -> str:
             f"| {config} | {rater} | {mode} | {ratings} | {len(rs)} | {f([c[0]['oracle'] for c in cps])} | "
             f"{f([c[-1]['oracle'] for c in cps])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
             f"{f([c[-1]['policy_version'] for c in cps])} | {f(acc)} | {f(kl)} | "
+            f"{f([c[-1]['wall_s'] for c in cps])} | {f([c[-1]['cpu_s'] for c in cps])} | "
             f"{f([r['result']['wall_s'] for r in rs])} | {sum(g >= 0.2 for g in gains)}/{len(gains)} |"
         )
     errors = [r for r in rows if "error" in r["result"]]
@@ -145,6 +146,8 @@ def main() -> int:
     ap.add_argument("--ratings", type=int, default=None)
     ap.add_argument("--eval-samples", type=int, default=None)
     ap.add_argument("--timeout", type=float, default=3600, help="Seconds before a run is killed.")
+    ap.add_argument("--wall-budget", type=float, default=900,
+                    help="Seconds of loop time (evaluation excluded) a run may rate for: the target's 15 minutes.")
     ap.add_argument("--model-cache", default=str(ROOT / "data" / "models"),
                     help="Converted default model to reuse (saves the 30 s GGUF conversion per run).")
     ap.add_argument("--report", action="store_true", help="Only write the table and plot.")
@@ -166,7 +169,7 @@ def main() -> int:
                 print(f"running {key}", flush=True)
                 try:
                     result = run_one(config, rater, seed, args.mode, ratings, eval_samples,
-                                     Path(args.model_cache), args.timeout)
+                                     Path(args.model_cache), args.timeout, args.wall_budget)
                 except subprocess.TimeoutExpired:
                     result = {"error": f"timed out after {args.timeout} s"}
                 row = {"key": key, "config": config, "rater": rater, "seed": seed, "mode": args.mode,

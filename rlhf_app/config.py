@@ -41,10 +41,11 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class RewardModelConfig:
     """How the reward model is fitted on the stored ratings (see `rlhf_app/reward.py`)."""
 
-    epochs: int = _f(3, "Passes over the preference pairs each time the reward model is fitted.")
+    epochs: int = _f(2, "Passes over the preference pairs each time the reward model is fitted.")
     learning_rate: float = _f(1e-4, "AdamW learning rate of the reward model (LoRA and score head).")
     batch_size: int = _f(8, "Preference pairs per optimizer step.")
     lora_r: int = _f(8, "LoRA rank of the reward model's backbone; 0 trains the score head only.")
+    num_layers: int = _f(8, "Backbone layers the reward model keeps (the first ones); 0 keeps all.")
     max_length: int = _f(256, "Prompt + answer tokens the reward model reads; longer is truncated.")
     heldout_fraction: float = _f(0.2, "Share of rated generations kept out of fitting to measure accuracy.")
     max_cross_pairs_per_item: int = _f(

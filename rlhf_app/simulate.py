@@ -41,7 +41,9 @@ class Checkpoint:
     policy_version: int
     ratings: int
     cpu_s: float
+    """CPU seconds of this process so far, evaluation excluded."""
     wall_s: float
+    """Wall seconds so far, evaluation excluded."""
     oracle: float
     oracle_best_of_n: float | None
     reward_model_version: int | None
@@ -102,17 +104,22 @@ def simulate(
     rng = random.Random(seed)
     result = SimulationResult(rater.name, mode, seed)
     cpu0, wall0 = time.process_time(), time.time()
+    eval_cpu = eval_wall = 0.0  # measuring is not part of the loop: its time is left out
     who = f"sim:{rater.name}:{seed}"
 
     def checkpoint(n_ratings: int, round_status: str | None) -> None:
+        nonlocal eval_cpu, eval_wall
+        c, w = time.process_time(), time.time()
         oracle, oracle_bon = evaluate(rt, rater.oracle, seed, eval_samples, best_of_n, max_new_tokens)
+        eval_cpu += time.process_time() - c
+        eval_wall += time.time() - w
         rm = rt.trainer.reward_model
         last = rt.store.last_round()
         cp = Checkpoint(
             policy_version=rt.holder.version,
             ratings=n_ratings,
-            cpu_s=time.process_time() - cpu0,
-            wall_s=time.time() - wall0,
+            cpu_s=time.process_time() - cpu0 - eval_cpu,
+            wall_s=time.time() - wall0 - eval_wall,
             oracle=oracle,
             oracle_best_of_n=oracle_bon,
             reward_model_version=rm.version if rm else None,
@@ -128,7 +135,7 @@ def simulate(
     checkpoint(0, None)
     given = 0
     while given < ratings:
-        if wall_budget_s is not None and time.time() - wall0 > wall_budget_s:
+        if wall_budget_s is not None and time.time() - wall0 - eval_wall > wall_budget_s:
             log.info("wall budget of %.0f s spent after %d ratings", wall_budget_s, given)
             break
         prompt = rng.choice(rt.store.prompts())
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--noise", type=float, default=0.1, help="Probability a rating is random.")
         p.add_argument("--eval-samples", type=int, default=2, help="Answers per eval prompt at each checkpoint.")
         p.add_argument("--best-of", type=int, default=4, help="N of the best-of-N evaluation.")
+        p.add_argument("--answer-tokens", type=int, default=48, help="Length cap of the rated and evaluated answers.")
+        p.add_argument("--wall-budget", type=float, default=None,
+                       help="Stop rating after this many seconds of the loop (evaluation time not counted).")
         p.add_argument("--out", default=None, help="Write the result as JSON here.")
     parser.parse_args(argv)  # --help and errors for every flag
     mine, rest = own.parse_known_args(argv)
@@ -172,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     rt = Runtime.build(settings)
     result = simulate(rt, mine.rater, mode=mine.mode, ratings=mine.ratings, noise=mine.noise, seed=settings.seed,
-                      eval_samples=mine.eval_samples, best_of_n=mine.best_of)
+                      eval_samples=mine.eval_samples, best_of_n=mine.best_of, max_new_tokens=mine.answer_tokens,
+                      wall_budget_s=mine.wall_budget)
     text = json.dumps(result.to_dict(), indent=2)
     if mine.out:
         with open(mine.out, "w") as f:
