@@ -362,6 +362,11 @@ class Store:
             b = self._check_generation(conn, generation_b)
             if a == b:
                 raise StoreError("A comparison needs two different answers.")
+            if a > b:  # one row per pair whatever the order it is shown in: a changed mind updates it
+                a, b = b, a
+                as_stored = {"a": "b", "b": "a"}.get(outcome, outcome)
+            else:
+                as_stored = outcome
             pa, pb = (
                 conn.execute("SELECT prompt_id FROM generations WHERE id=?", (g,)).fetchone()[0] for g in (a, b)
             )
@@ -372,14 +377,14 @@ class Store:
                 "INSERT INTO comparisons(generation_a, generation_b, rater, outcome, created_at, updated_at) "
                 "VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(generation_a, generation_b, rater) "
                 "DO UPDATE SET outcome=excluded.outcome, updated_at=excluded.updated_at",
-                (a, b, rater, outcome, t, t),
+                (a, b, rater, as_stored, t, t),
             )
             cid = conn.execute(
                 "SELECT id FROM comparisons WHERE generation_a=? AND generation_b=? AND rater=?", (a, b, rater)
             ).fetchone()[0]
             conn.execute(
                 "INSERT INTO rating_events(comparison_id, rater, kind, value, created_at) VALUES(?, ?, 'compare', ?, ?)",
-                (cid, rater, outcome, t),
+                (cid, rater, as_stored, t),
             )
             return cid
 

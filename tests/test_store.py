@@ -349,3 +349,15 @@ def test_in_memory_store_works_too():
     g = gen(store)
     store.rate(g, rater="r", kind="score", value=3)
     assert store.stats()["ratings"] == 1
+
+
+def test_a_comparison_shown_in_the_other_order_updates_the_same_row(store):
+    a = store.add_generation(prompt="p", text="one", model_id="m", policy_version=0)
+    b = store.add_generation(prompt="p", text="two", model_id="m", policy_version=0)
+    first = store.compare(a, b, "r", "a")
+    second = store.compare(b, a, "r", "a")  # now b is on the left and wins: the same pair, a changed mind
+    assert first == second
+    rows = store.comparisons()
+    assert len(rows) == 1 and (rows[0]["generation_a"], rows[0]["outcome"]) == (a, "b")
+    events = store.query("SELECT value FROM rating_events WHERE kind='compare' ORDER BY id")
+    assert [e["value"] for e in events] == ["a", "b"]
