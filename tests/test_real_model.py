@@ -91,3 +91,33 @@ def test_answers_a_chat_prompt(first, tmp_path):
     assert "Paris" in text  # a dequantized model that lost its weights would not know
     row = store.generation(answer.generation_ids[0])
     assert row["model_id"] == GGUF_FILE and row["text"] == text and row["ttft_s"] > 0
+
+
+def test_a_full_training_round_on_the_real_model(first, data_dir, tmp_path):
+    """Ratings in, reward model fitted, a PPO step, a new version published and served: the whole
+    round on SmolLM2 itself, kept small (short answers, one step) so CI can afford it."""
+    import random
+
+    from rlhf_app.config import load_settings
+    from rlhf_app.raters import get_rater
+    from rlhf_app.runtime import Runtime
+
+    run_dir = tmp_path / "data"
+    run_dir.mkdir()
+    (run_dir / "models").symlink_to((data_dir / "models").resolve(), target_is_directory=True)
+    rt = Runtime.build(load_settings(
+        ["--data-dir", str(run_dir), "--device", "cpu", "--ppo.steps-per-round", "1", "--ppo.batch-prompts", "2",
+         "--ppo.max-new-tokens", "16", "--ppo.minibatch-size", "2", "--reward.epochs", "1"],
+        env={},
+    ))
+    rater, rng = get_rater("likes_enthusiasm"), random.Random(0)
+    for i, prompt in enumerate(rt.store.prompts()[:8]):
+        ans = rt.answerer.answer(prompt, max_new_tokens=16, seed=i)
+        rt.store.rate(ans.generation_ids[0], "ci", "score", 5 if i % 2 else rater.score(ans.texts[0], prompt, rng))
+    row = rt.trainer.run_round()
+    assert row["status"] == "published", row["reason"]
+    assert rt.holder.version == 1 and rt.trainer.reward_model.version == 1
+    for key in ("reward/mean", "kl/ref", "ppo/approx_kl", "reward_model/heldout_accuracy"):
+        assert key in row["metrics"]
+    ans = rt.answerer.answer("Tell me a fun fact about cats.", max_new_tokens=8)
+    assert rt.store.generation(ans.generation_ids[0])["policy_version"] == 1
