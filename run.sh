@@ -31,6 +31,14 @@ export HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False TOKENIZERS_PARA
 
 cmd=${1:-app}
 shift || true
+
+# The browser test drives Debian's Chromium; install it once where apt is available (as root or
+# with password-less sudo). Without it that one test is skipped and says why.
+if [ "$cmd" = test ] && ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  { $sudo apt-get install -y -q chromium || { $sudo apt-get update -q && $sudo apt-get install -y -q chromium; }; } \
+    >/dev/null 2>&1 || echo "run.sh: could not install chromium; the browser test will be skipped" >&2
+fi
 case "$cmd" in
   app) exec .venv/bin/python app.py "$@" ;;
   test) exec .venv/bin/python -m pytest "$@" ;;
