@@ -23,6 +23,17 @@ def sharp_model_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny matrices: a second torch thread only adds synchronisation, and the cores are shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
 def store(tmp_path):
     return Store(tmp_path / "rlhf.db")
 

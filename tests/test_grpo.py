@@ -55,14 +55,10 @@ METRIC_KEYS = {
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices: a second thread only adds synchronisation, and the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def quiet_renames(one_torch_thread):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # transformers' renames, seen from Trainer
         yield
-    torch.set_num_threads(threads)
 
 
 def yes_fraction(text: str) -> float:

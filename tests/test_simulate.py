@@ -5,7 +5,6 @@ Then the dashboard's data functions on the store the simulator filled."""
 import statistics
 
 import pytest
-import torch
 
 from rlhf_app import dashboard
 from rlhf_app.config import load_settings
@@ -14,12 +13,7 @@ from rlhf_app.simulate import main as simulate_main
 from rlhf_app.simulate import simulate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def build(model_dir, data_dir, seed, *extra):

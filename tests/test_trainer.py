@@ -18,13 +18,7 @@ from rlhf_app.versions import version_dir
 PROMPTS = ["tell me about the cat", "hello you", "I like the sun", "a story about rain"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two torch threads on two shared cores make tiny models slower, not faster.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def settings(model_dir, data_dir, *extra):
