@@ -61,7 +61,7 @@ class RewardModelConfig:
 class PPOConfig:
     """PPO hyperparameters, named as in the papers (see `rlhf_app/ppo.py`)."""
 
-    steps_per_round: int = _f(4, "PPO steps (sample, score, update) per training round.")
+    steps_per_round: int = _f(2, "PPO steps (sample, score, update) per training round.")
     batch_prompts: int = _f(4, "Prompts sampled per PPO step.")
     samples_per_prompt: int = _f(2, "Answers sampled per prompt per PPO step.")
     max_new_tokens: int = _f(48, "Length cap of the answers sampled for training.")
