@@ -21,7 +21,6 @@ import dataclasses
 import os
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 DEFAULT_MODEL = "smollm2"
@@ -131,7 +130,6 @@ class Settings:
     lora_r: int = _f(16, "LoRA rank of the policy; 0 means full fine-tuning.")
     lora_alpha: int = _f(32, "LoRA alpha of the policy.")
     max_kl: float = _f(8.0, "A round whose KL to the initial policy (nats per answer) exceeds this is discarded.")
-    train_threads: int = _f(0, "Torch threads the trainer uses when nobody waits for text (0 = all cores).")
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     reward: RewardModelConfig = field(default_factory=RewardModelConfig)
@@ -143,10 +141,6 @@ class Settings:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
         if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:
             raise ValueError("max_new_tokens must be in (0, max_new_tokens_limit]")
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
