@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from .config import build_parser, load_settings
 from .models import ModelLoadError
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     rt.trainer.settings.trainer = True
     rt.trainer.start()
     try:
-        rt.trainer._thread.join()
+        while rt.trainer.running:
+            time.sleep(1)
     except KeyboardInterrupt:
         rt.trainer.stop()
     return 0

@@ -171,3 +171,18 @@ def test_interrupted_round_is_marked_failed_on_restart(rt, sharp_model_dir, tmp_
     Runtime.build(settings(sharp_model_dir, tmp_path / "data"))
     row = [r for r in rt.store.rounds() if r["id"] == rid][0]
     assert row["status"] == "failed" and "restart" in row["reason"]
+
+
+def test_stand_alone_trainer_runs_one_round_and_the_app_follows_it(sharp_model_dir, tmp_path, capsys):
+    from rlhf_app.train import main as train_main
+
+    data = tmp_path / "data"
+    app = Runtime.build(settings(sharp_model_dir, data, "--trainer", "false"))
+    rate_some(app, 20)
+    code = train_main(["--model", str(sharp_model_dir), "--data-dir", str(data), "--device", "cpu",
+                       "--ppo.steps-per-round", "1", "--ppo.batch-prompts", "2", "--ppo.max-new-tokens", "8",
+                       "--reward.epochs", "1", "--once"])
+    assert code == 0 and "published" in capsys.readouterr().out
+    assert app.holder.version == 0
+    app.trainer.follow_live()  # what the app's trainer thread does every second
+    assert app.holder.version == 1
