@@ -19,12 +19,15 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-
-from rlhf_app.config import load_settings
-from rlhf_app.runtime import Runtime
+import sys
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+import torch  # noqa: E402
+
+from rlhf_app.config import load_settings  # noqa: E402
+from rlhf_app.runtime import Runtime  # noqa: E402
 
 
 def answer_speeds(rt: Runtime, n: int, max_new_tokens: int, seed: int) -> list[dict]:
