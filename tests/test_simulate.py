@@ -75,6 +75,13 @@ def test_compare_mode_and_dashboard_data(sharp_model_dir, tmp_path):
     assert [v["live"] for v in versions].count(True) == 1
     assert versions[-1]["live"] and versions[0]["algorithm"] == "base"
 
+    from rlhf_app.ui_dashboard import dashboard_frames
+
+    votes_f, human_f, rms_f, per_round_f, rounds_f, versions_f = dashboard_frames(rt)
+    assert len(votes_f) == 24 and len(versions_f) == len(versions) and len(rounds_f) == len(rounds)
+    assert set(per_round_f["metric"]) >= {"reward/mean", "kl/ref", "entropy"}
+    assert list(versions_f["live"]).count("LIVE") == 1
+
     ba = dashboard.before_after(rt, "hello you", seed=3, max_new_tokens=8)
     assert ba["before"]["version"] == 0 and ba["after"]["version"] == rt.holder.version
     assert isinstance(ba["before"]["reward"], float) and isinstance(ba["after"]["reward"], float)
