@@ -172,16 +172,15 @@ class LiveTrainer:
         round_id = self.store.start_round(s.algorithm, live, seed)
         self.status.round_id = round_id
         try:
-            metrics = self._round(round_id, seed, live)
+            self._round(round_id, seed, live)
         except Exception as e:  # noqa: BLE001
             self.status.phase, self.status.last_error = ERROR, f"{type(e).__name__}: {e}"
             self.store.finish_round(round_id, "failed", reason=self.status.last_error[:2000])
             log.error("round %d failed:\n%s", round_id, traceback.format_exc())
             self._drop_trainable()  # its weights may be half-updated
-            return self._finish_status(round_id)
-        return self._finish_status(round_id, metrics)
+        return self._finish_status(round_id)
 
-    def _finish_status(self, round_id: int, metrics: dict | None = None) -> dict:
+    def _finish_status(self, round_id: int) -> dict:
         row = [r for r in self.store.rounds() if r["id"] == round_id][0]
         self.status.last_round = row
         if self.status.phase != ERROR:
@@ -202,14 +201,13 @@ class LiveTrainer:
         rm = self.reward_model
 
         # 2. optimize the policy against it
+        torch.manual_seed(seed)  # a fresh LoRA adapter's init; sampling has its own seeded generators
         self._ensure_trainable(live, seed)
         prompts = self.store.prompts()
         rng = random.Random(seed)
-        torch.manual_seed(seed)
         reward_fn = rm.score
         steps = s.ppo.steps_per_round if s.algorithm == "ppo" else s.grpo.steps_per_round
         per_step: list[dict] = []
-        samples: list = []
         for k in range(steps):
             if self.status.paused:
                 break
@@ -218,7 +216,7 @@ class LiveTrainer:
             batch = [rng.choice(prompts) for _ in range(n)]
             m = self._optimizer.step(batch, reward_fn, on_progress=lambda p, k=k: self._set(
                 OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}: {p}"))
-            samples = m.pop("samples", samples)
+            m.pop("samples", None)
             per_step.append(m)
             if not all(math.isfinite(v) for v in m.values() if isinstance(v, (int, float))):
                 break

@@ -186,3 +186,16 @@ def test_stand_alone_trainer_runs_one_round_and_the_app_follows_it(sharp_model_d
     assert app.holder.version == 0
     app.trainer.follow_live()  # what the app's trainer thread does every second
     assert app.holder.version == 1
+
+
+def test_a_crashing_round_is_recorded_and_the_next_one_works(rt):
+    rate_some(rt, 20)
+    assert rt.trainer.run_round()["status"] == "published"
+    rm = rt.trainer.reward_model
+    tokenizer, rm.tokenizer = rm.tokenizer, None  # a broken reward model: scoring raises
+    row = rt.trainer.run_round()
+    assert row["status"] == "failed" and "AttributeError" in row["reason"]
+    assert rt.trainer.status.last_error and rt.holder.version == 1
+    rm.tokenizer = tokenizer
+    row = rt.trainer.run_round()
+    assert row["status"] == "published" and rt.holder.version == 2
