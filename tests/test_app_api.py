@@ -96,20 +96,23 @@ def test_pair_then_compare(app):
 
 
 def test_best_of_n_returns_every_candidate_score(app):
-    class LengthScorer:  # stands in for the reward model: longer is better
-        version = 1
+    from rlhf_app.reward import fit_and_record
 
-        def score(self, prompts, completions):
-            return [float(len(c)) for c in completions]
-
-    app.rt.trainer.reward_model = LengthScorer()
+    for i in range(8):  # enough rated answers for a real reward model
+        gid, _, _ = app.client.predict("tell me a story", 1.0, 1.0, TOKENS, 1, i, api_name="/generate")
+        app.client.predict(gid, i % 2 == 0, api_name="/rate_thumb")
+    rm = fit_and_record(app.store, app.rt.base.path, app.rt.settings.reward, 0, Path(app.rt.settings.data_dir))
+    assert rm is not None
+    app.rt.trainer.reward_model = rm
     try:
         gid, text, info = app.client.submit("tell me a joke", 1.0, 1.0, TOKENS, 3, api_name="/generate").result()
     finally:
         app.rt.trainer.reward_model = None
     scores = info["candidate_scores"]
     assert len(scores) == 3 and info["chosen"] == scores.index(max(scores))
-    assert app.store.generation(gid)["best_of_n"] == 3 and len(text) == max(info["candidate_scores"])
+    row = app.store.generation(gid)
+    assert row["best_of_n"] == 3 and row["reward_model_version"] == rm.version
+    assert rm.score(["tell me a joke"], [text]) == pytest.approx([max(scores)], abs=1e-4)
 
 
 @pytest.mark.parametrize(
