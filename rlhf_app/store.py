@@ -184,7 +184,7 @@ class Store:
                 conn = self._memory_conn
             else:
                 conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False, isolation_level=None)
-                conn.execute("PRAGMA journal_mode=WAL")
+                _enable_wal(conn)
                 conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=60000")
@@ -589,6 +589,26 @@ class Store:
             "reward_models": one("SELECT COUNT(*) FROM reward_models"),
             "live_version": self.live()["version"],
         }
+
+
+def _enable_wal(conn: sqlite3.Connection, timeout_s: float = 60.0) -> None:
+    """Switch the file to WAL. SQLite answers "database is locked" at once, without waiting, when
+    another process is switching or creating the same file (the app and `python -m rlhf_app.train`
+    starting together on a fresh data dir), so retry until it is done."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower()
+            if mode == "wal":
+                return
+            error: Exception = RuntimeError(f"SQLite kept journal_mode={mode!r} instead of WAL")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            error = e
+        if time.monotonic() > deadline:
+            raise error
+        time.sleep(0.05)
 
 
 class _NoLock:
