@@ -80,7 +80,7 @@ def report() -> str:
     for r in ok:
         groups.setdefault((r["config"], r["rater"], r["mode"], r["ratings"]), []).append(r)
     lines = [
-        "| config | rater | mode | ratings | seeds | oracle v0 | oracle last | gain (min..max) | gain best-of-N | "
+        "| config | rater | mode | ratings asked (given) | seeds | oracle v0 | oracle last | gain (min..max) | gain best-of-N | "
         "versions | RM acc | KL | loop wall s | loop CPU s | total wall s | seeds with gain >= 0.2 |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -92,7 +92,7 @@ def report() -> str:
         kl = [c[-1]["kl_ref"] for c in cps if c[-1]["kl_ref"] is not None]
         f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
         lines.append(
-            f"| {config} | {rater} | {mode} | {ratings} | {len(rs)} | {f([c[0]['oracle'] for c in cps])} | "
+            f"| {config} | {rater} | {mode} | {ratings} ({f([c[-1]['ratings'] for c in cps])}) | {len(rs)} | {f([c[0]['oracle'] for c in cps])} | "
             f"{f([c[-1]['oracle'] for c in cps])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
             f"{f([c[-1]['policy_version'] for c in cps])} | {f(acc)} | {f(kl)} | "
             f"{f([c[-1]['wall_s'] for c in cps])} | {f([c[-1]['cpu_s'] for c in cps])} | "
