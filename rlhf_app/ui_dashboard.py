@@ -109,4 +109,3 @@ def build_dashboard_tab(runtime, make_live) -> None:
               api_visibility="private").then(refresh, outputs=outputs, api_visibility="private")
         ba_btn.click(on_before_after, inputs=ba_prompt, outputs=[before, after], api_visibility="private",
                      concurrency_id="generate", concurrency_limit=GENERATE_CONCURRENCY)
-        return refresh, outputs
