@@ -35,8 +35,8 @@ SEEDS = [0, 1, 2]
 CONFIGS: dict[str, list[str]] = {
     "ppo-default": [],
     "grpo-default": ["--algorithm", "grpo"],
-    "ppo-lr1e-4": ["--ppo.learning-rate", "1e-4"],
-    "ppo-lora4": ["--lora-r", "4"],
+    "ppo-lr5e-4": ["--ppo.learning-rate", "5e-4"],
+    "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
 }
 
@@ -137,7 +137,7 @@ def plot(rows: list[dict]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="Screening: seed 0 only, 40 ratings, 1 eval sample.")
+    ap.add_argument("--quick", action="store_true", help="Screening: seed 0 only, 40 ratings, 4 eval samples per prompt.")
     ap.add_argument("--only", nargs="*", default=None, help="Configurations to run (default: all).")
     ap.add_argument("--raters", nargs="*", default=RATERS)
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
@@ -157,7 +157,7 @@ def main() -> int:
         return 0
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else SEEDS)
     ratings = args.ratings or (40 if args.quick else 100)
-    eval_samples = args.eval_samples or (1 if args.quick else 2)
+    eval_samples = args.eval_samples or (4 if args.quick else 8)
     done = finished_keys()
     for config in args.only or list(CONFIGS):
         for rater in args.raters:

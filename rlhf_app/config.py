@@ -40,10 +40,16 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class RewardModelConfig:
     """How the reward model is fitted on the stored ratings (see `rlhf_app/reward.py`)."""
 
-    epochs: int = _f(2, "Passes over the preference pairs each time the reward model is fitted.")
-    learning_rate: float = _f(1e-4, "AdamW learning rate of the reward model (LoRA and score head).")
-    batch_size: int = _f(8, "Preference pairs per optimizer step.")
-    lora_r: int = _f(8, "LoRA rank of the reward model's backbone; 0 trains the score head only.")
+    method: str = _f(
+        "features",
+        "'features': a linear head on frozen base-model features, fitted in seconds (reward_features.py); "
+        "'lora': LoRA fine-tuning with TRL's RewardTrainer (reward.py).",
+    )
+    head_l2: float = _f(0.0, "L2 strength of the 'features' head; 0 picks it per fit by cross-validation.")
+    epochs: int = _f(2, "'lora': passes over the preference pairs each time the reward model is fitted.")
+    learning_rate: float = _f(1e-4, "'lora': AdamW learning rate of the reward model (LoRA and score head).")
+    batch_size: int = _f(8, "'lora': preference pairs per optimizer step.")
+    lora_r: int = _f(8, "'lora': LoRA rank of the reward model's backbone; 0 trains the score head only.")
     num_layers: int = _f(8, "Backbone layers the reward model keeps (the first ones); 0 keeps all.")
     max_length: int = _f(256, "Prompt + answer tokens the reward model reads; longer is truncated.")
     heldout_fraction: float = _f(0.2, "Share of rated generations kept out of fitting to measure accuracy.")
@@ -54,6 +60,8 @@ class RewardModelConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError("reward.heldout_fraction must be in [0, 1)")
+        if self.method not in ("features", "lora"):
+            raise ValueError(f"reward.method must be 'features' or 'lora', not {self.method!r}")
 
 
 @dataclass

@@ -86,14 +86,21 @@ def encode(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str, max
     The policy's own prompt format, so the reward model sees what the policy produced. Too long:
     the answer keeps its head and the final EOS (where the reward is read), the prompt its tail.
     """
+    return encode_with_start(tokenizer, prompt, completion, max_length)[0]
+
+
+def encode_with_start(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str,
+                      max_length: int) -> tuple[list[int], int]:
+    """`encode`'s ids and the index where the answer starts (the final EOS is at the end)."""
     p = chat_input_ids(tokenizer, prompt)
     c = tokenizer(completion, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
     if len(p) + len(c) + 1 <= max_length:
-        return p + c + [eos]
+        return p + c + [eos], len(p)
     n_c = min(len(c), max(max_length - len(p), max_length // 2) - 1)
     n_p = max_length - n_c - 1
-    return (p[-n_p:] if n_p > 0 else []) + c[:n_c] + [eos]
+    head = p[-n_p:] if n_p > 0 else []
+    return head + c[:n_c] + [eos], len(head)
 
 
 def right_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,6 +182,10 @@ class RewardModel:
         """Load a reward model saved by `fit_reward_model` (base weights + adapter or head)."""
         path = Path(path)
         meta = json.loads((path / META_FILE).read_text())
+        if meta["format"] == "features":
+            from .reward_features import FeatureRewardModel
+
+            return FeatureRewardModel.load(path, device)
         dev, _ = pick_device(device)
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = _load_classifier(meta["base_path"], tokenizer, meta.get("num_layers", 0))
@@ -555,7 +566,11 @@ def fit_and_record(
         return None
     version = store.next_reward_model_version()
     rel = Path("reward_models") / f"v{version}"
-    fitted = fit_reward_model(
+    if config.method == "features":
+        from .reward_features import fit_feature_reward_model as fit
+    else:
+        fit = fit_reward_model
+    fitted = fit(
         base_path, data, config, seed, Path(data_dir) / rel, base_samples_from_store(store),
         version=version, last_event_id=last_event, on_progress=on_progress,
     )

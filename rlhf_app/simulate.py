@@ -25,7 +25,9 @@ from typing import Callable
 from .config import build_parser, load_settings
 from .prompts import STARTER_PROMPTS
 from .raters import get_rater
+from .policy import ServedPolicy
 from .runtime import Runtime
+from .sampling import SamplingParams, chat_input_ids, sample
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +69,48 @@ class SimulationResult:
         return {**asdict(self), "gain": self.gain}
 
 
+def sample_texts(policy: ServedPolicy, prompts: list[str], seed: int, max_new_tokens: int, temperature: float,
+                 top_p: float) -> list[str]:
+    """One answer per prompt from `policy`, all in one batch (measuring only: nothing is stored)."""
+    tok = policy.tokenizer
+    params = SamplingParams(temperature, top_p, max_new_tokens, seed)
+    rows: list[list[int]] = [[] for _ in prompts]
+    ids = [chat_input_ids(tok, p) for p in prompts]
+    for step in sample(policy.model, ids, params, tok.eos_token_id, tok.pad_token_id):
+        for row, t in zip(rows, step.tolist()):
+            if not row or row[-1] != tok.eos_token_id:
+                row.append(t)
+    return [tok.decode(r, skip_special_tokens=True) for r in rows]
+
+
 def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
              best_of_n: int, max_new_tokens: int) -> tuple[float, float | None]:
-    """Mean oracle score of fresh answers from the served policy, plain and with best-of-N."""
-    plain, best = [], []
-    for i, prompt in enumerate(EVAL_PROMPTS):
-        for j in range(samples_per_prompt):
-            s = seed * 1000 + i * 10 + j
-            ans = rt.answerer.answer(prompt, seed=s, max_new_tokens=max_new_tokens, source="eval")
-            plain.append(oracle(ans.texts[0], prompt))
-            if best_of_n > 1 and rt.trainer.reward_model is not None:
-                ans = rt.answerer.answer(prompt, seed=s, max_new_tokens=max_new_tokens, best_of=best_of_n,
-                                         source="eval")
-                best.append(oracle(ans.texts[0], prompt))
-    return statistics.fmean(plain), (statistics.fmean(best) if best else None)
+    """Mean oracle score of fresh answers from the served policy, plain and with best-of-N.
+
+    Batched, with the page's temperature and top-p, and the same seed at every checkpoint, so
+    versions are compared on the same random numbers and the difference is the policy's.
+    Best-of-N takes `max(1, samples_per_prompt // 4)` answers per prompt, each the reward model's
+    pick of `best_of_n` samples.
+    """
+    s = rt.settings
+    policy = rt.holder.current()
+    prompts = [p for p in EVAL_PROMPTS for _ in range(samples_per_prompt)]
+    with rt.gate.serving():
+        texts = sample_texts(policy, prompts, seed, max_new_tokens, s.temperature, s.top_p)
+    plain = statistics.fmean(oracle(t, p) for p, t in zip(prompts, texts))
+    rm = rt.trainer.reward_model
+    if best_of_n <= 1 or rm is None:
+        return plain, None
+    groups = [p for p in EVAL_PROMPTS for _ in range(max(1, samples_per_prompt // 4))]
+    candidates = [p for p in groups for _ in range(best_of_n)]
+    with rt.gate.serving():
+        texts = sample_texts(policy, candidates, seed + 1, max_new_tokens, s.temperature, s.top_p)
+    scores = rm.score(candidates, texts)
+    best = []
+    for g, prompt in enumerate(groups):
+        k = max(range(g * best_of_n, (g + 1) * best_of_n), key=lambda i: scores[i])
+        best.append(oracle(texts[k], prompt))
+    return plain, statistics.fmean(best)
 
 
 def simulate(
@@ -91,7 +121,7 @@ def simulate(
     ratings: int = 100,
     noise: float = 0.1,
     seed: int = 0,
-    eval_samples: int = 2,
+    eval_samples: int = 8,
     best_of_n: int = 4,
     max_new_tokens: int = 48,
     wall_budget_s: float | None = None,
@@ -169,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--mode", default="score", choices=MODES, help="How the rater rates.")
         p.add_argument("--ratings", type=int, default=100, help="Ratings to give.")
         p.add_argument("--noise", type=float, default=0.1, help="Probability a rating is random.")
-        p.add_argument("--eval-samples", type=int, default=2, help="Answers per eval prompt at each checkpoint.")
+        p.add_argument("--eval-samples", type=int, default=8, help="Answers per eval prompt at each checkpoint.")
         p.add_argument("--best-of", type=int, default=4, help="N of the best-of-N evaluation.")
         p.add_argument("--answer-tokens", type=int, default=48, help="Length cap of the rated and evaluated answers.")
         p.add_argument("--wall-budget", type=float, default=None,

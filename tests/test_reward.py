@@ -207,18 +207,22 @@ def fill_yes_no_store(store: Store, n_prompts: int, seed: int = 0) -> None:
             store.rate(g, rater="r1", kind="thumb", value=1 if g == y else -1)
 
 
-FIT_CONFIG = RewardModelConfig(epochs=8, learning_rate=3e-3, batch_size=8, lora_r=8, max_length=64,
-                               heldout_fraction=0.3, max_cross_pairs_per_item=4)
+FIT_CONFIGS = {
+    "lora": RewardModelConfig(method="lora", epochs=8, learning_rate=3e-3, batch_size=8, lora_r=8, max_length=64,
+                              heldout_fraction=0.3, max_cross_pairs_per_item=4),
+    "features": RewardModelConfig(method="features", num_layers=0, max_length=64, heldout_fraction=0.3,
+                                  max_cross_pairs_per_item=4),
+}
 
 
-@pytest.fixture(scope="module")
-def fitted(tiny_model_dir, tmp_path_factory):
-    """One fit shared by the tests below (fitting is the slow part)."""
+@pytest.fixture(scope="module", params=sorted(FIT_CONFIGS))
+def fitted(request, tiny_model_dir, tmp_path_factory):
+    """One fit per reward-model method, shared by the tests below (fitting is the slow part)."""
     data_dir = tmp_path_factory.mktemp("rm")
     store = Store(data_dir / "rlhf.db")
     fill_yes_no_store(store, n_prompts=56)
     progress: list[str] = []
-    rm = fit_and_record(store, str(tiny_model_dir), FIT_CONFIG, seed=1, data_dir=data_dir,
+    rm = fit_and_record(store, str(tiny_model_dir), FIT_CONFIGS[request.param], seed=1, data_dir=data_dir,
                         on_progress=progress.append)
     assert rm is not None
     return store, data_dir, rm, progress
@@ -262,9 +266,10 @@ def test_fit_is_recorded_and_round_trips(fitted):
     assert (row["norm_mean"], row["norm_std"]) == (rm.norm_mean, rm.norm_std)
     assert row["metrics"]["heldout_accuracy"] == rm.metrics["heldout_accuracy"]
     meta = json.loads((data_dir / row["path"] / "meta.json").read_text())
-    assert meta["seed"] == 1 and meta["config"]["lora_r"] == 8 and meta["format"] == "lora"
+    method = meta["config"]["method"]
+    assert meta["seed"] == 1 and meta["format"] == {"lora": "lora", "features": "features"}[method]
     assert not [p for p in (data_dir / "reward_models").iterdir() if p.name.startswith(".")]  # no temp dirs
-    assert any("step" in p for p in progress)
+    assert any(("step" if method == "lora" else "fitting the reward head") in p for p in progress)
 
     loaded = RewardModel.load(data_dir / row["path"], device="cpu")
     assert (loaded.version, loaded.norm_mean, loaded.metrics) == (rm.version, rm.norm_mean, rm.metrics)
@@ -279,7 +284,8 @@ def test_fit_is_recorded_and_round_trips(fitted):
 
 def test_score_head_only_fit_round_trips(store, tiny_model_dir, tmp_path):
     fill_yes_no_store(store, n_prompts=8, seed=5)
-    config = RewardModelConfig(epochs=1, learning_rate=1e-3, lora_r=0, max_length=32, heldout_fraction=0.0)
+    config = RewardModelConfig(method="lora", epochs=1, learning_rate=1e-3, lora_r=0, max_length=32,
+                               heldout_fraction=0.0)
     rm = fit_and_record(store, str(tiny_model_dir), config, seed=0, data_dir=tmp_path)
     assert rm is not None and rm.metrics["heldout_accuracy"] is None  # nothing held out
     loaded = RewardModel.load(tmp_path / "reward_models" / "v1", device="cpu")

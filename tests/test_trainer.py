@@ -192,10 +192,14 @@ def test_a_crashing_round_is_recorded_and_the_next_one_works(rt):
     rate_some(rt, 20)
     assert rt.trainer.run_round()["status"] == "published"
     rm = rt.trainer.reward_model
-    tokenizer, rm.tokenizer = rm.tokenizer, None  # a broken reward model: scoring raises
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the reward model broke")
+
+    rm.score_raw = broken  # a crash inside the round, where a real bug would surface
     row = rt.trainer.run_round()
-    assert row["status"] == "failed" and "AttributeError" in row["reason"]
+    assert row["status"] == "failed" and "RuntimeError: the reward model broke" in row["reason"]
     assert rt.trainer.status.last_error and rt.holder.version == 1
-    rm.tokenizer = tokenizer
+    del rm.score_raw
     row = rt.trainer.run_round()
     assert row["status"] == "published" and rt.holder.version == 2

@@ -1,0 +1,140 @@
+"""How many ratings does a reward model need? Accuracy against each rater's hidden oracle.
+
+    ./run.sh python bench/reward_sample_efficiency.py                       # both methods, 4 raters
+    ./run.sh python bench/reward_sample_efficiency.py --methods features --sizes 16 32 64 128
+
+1. The default model answers the starter prompts (12 answers each, 48 tokens, the page's sampling
+   settings), once; the answers are cached under data/bench/.
+2. Per rater and seed, the first n answers of a seeded shuffle are rated 1-5 by the rater (noise
+   0.1) through `Store.rate`, and each reward-model method is fitted by `fit_and_record`: the path
+   the trainer takes.
+3. Each fit is scored on 80 answers never rated: the share of pairs (oracle scores at least 0.05
+   apart) it orders as the oracle does, and the Spearman correlation with the oracle.
+
+Writes bench/results/reward_sample_efficiency.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rlhf_app.config import RewardModelConfig  # noqa: E402
+from rlhf_app.models import load_model  # noqa: E402
+from rlhf_app.prompts import STARTER_PROMPTS  # noqa: E402
+from rlhf_app.raters import get_rater  # noqa: E402
+from rlhf_app.reward import fit_and_record, spearman  # noqa: E402
+from rlhf_app.runtime import quiet_offline_env  # noqa: E402
+from rlhf_app.sampling import SamplingParams, chat_input_ids, sample  # noqa: E402
+from rlhf_app.store import Store  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+PER_PROMPT = 12
+N_TEST = 80
+
+
+def corpus(data_dir: Path, answer_tokens: int) -> list[tuple[str, str]]:
+    path = data_dir / "bench" / f"reward_corpus_{answer_tokens}.json"
+    if path.exists():
+        return [tuple(x) for x in json.loads(path.read_text())]
+    lm = load_model("smollm2", data_dir, device="cpu")
+    out = []
+    for i, prompt in enumerate(STARTER_PROMPTS):
+        ids = chat_input_ids(lm.tokenizer, prompt)
+        params = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=answer_tokens, seed=i)
+        tokens = torch.stack(list(sample(lm.model, [ids] * PER_PROMPT, params, lm.tokenizer.eos_token_id,
+                                         lm.tokenizer.pad_token_id)), dim=1)
+        for row in tokens.tolist():
+            row = [t for t in row if t not in (lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id)]
+            out.append((prompt, lm.tokenizer.decode(row, skip_special_tokens=True).strip()))
+        print(f"corpus: {len(out)} answers", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    return out
+
+
+def run(method: str, rater_name: str, seed: int, n: int, answers: list[tuple[str, str]], base_path: str) -> dict:
+    rater = get_rater(rater_name, noise=0.1)
+    rng = random.Random(seed)
+    order = list(range(len(answers)))
+    rng.shuffle(order)
+    test, pool = order[:N_TEST], order[N_TEST:]
+    with tempfile.TemporaryDirectory(prefix="rm-bench-") as tmp:
+        store = Store(Path(tmp) / "rlhf.db")
+        for i in pool[:n]:
+            prompt, text = answers[i]
+            gid = store.add_generation(prompt, text, "bench", 0)
+            store.rate(gid, "bench", "score", rater.score(text, prompt, rng))
+        config = RewardModelConfig(method=method)
+        t0 = time.time()
+        rm = fit_and_record(store, base_path, config, seed, tmp)
+        fit_s = time.time() - t0
+        if rm is None:
+            return {"error": "too little data"}
+        prompts, texts = [answers[i][0] for i in test], [answers[i][1] for i in test]
+        scores = rm.score_raw(prompts, texts)
+        truth = [rater.oracle(t, p) for p, t in zip(prompts, texts)]
+    right = total = 0
+    for a in range(len(test)):
+        for b in range(a + 1, len(test)):
+            if abs(truth[a] - truth[b]) >= 0.05:
+                total += 1
+                right += (scores[a] > scores[b]) == (truth[a] > truth[b])
+    return {"accuracy": right / total if total else None, "spearman": spearman(scores, truth),
+            "heldout_accuracy": rm.metrics.get("heldout_accuracy"), "fit_s": fit_s, "test_pairs": total}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="*", default=["features", "lora"])
+    ap.add_argument("--raters", nargs="*", default=["prefers_shorter", "likes_enthusiasm", "positive_sentiment",
+                                                     "wants_topic"])
+    ap.add_argument("--sizes", nargs="*", type=int, default=[24, 48, 96])
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    ap.add_argument("--answer-tokens", type=int, default=48)
+    ap.add_argument("--data-dir", default=str(ROOT / "data"))
+    args = ap.parse_args()
+    quiet_offline_env()
+    torch.manual_seed(0)
+    data_dir = Path(args.data_dir)
+    answers = corpus(data_dir, args.answer_tokens)
+    base_path = str(data_dir / "models" / "SmolLM2-135M-Instruct")
+    rows = []
+    for rater in args.raters:
+        for n in args.sizes:
+            for method in args.methods:
+                for seed in args.seeds:
+                    r = run(method, rater, seed, n, answers, base_path)
+                    rows.append({"method": method, "rater": rater, "ratings": n, "seed": seed, **r})
+                    print(json.dumps(rows[-1]), flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "reward_sample_efficiency.json").write_text(json.dumps(
+        {"torch_threads": torch.get_num_threads(), "answer_tokens": args.answer_tokens, "rows": rows}, indent=1))
+    lines = ["| rater | ratings | method | oracle pair accuracy (mean over seeds) | Spearman | fit s |",
+             "|---|---|---|---|---|---|"]
+    f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
+    for rater in args.raters:
+        for n in args.sizes:
+            for method in args.methods:
+                rs = [r for r in rows if (r["rater"], r["ratings"], r["method"]) == (rater, n, method) and "error" not in r]
+                lines.append(f"| {rater} | {n} | {method} | {f([r['accuracy'] for r in rs if r['accuracy'] is not None])} | "
+                             f"{f([r['spearman'] for r in rs if r['spearman'] is not None])} | {f([r['fit_s'] for r in rs])} |")
+    table = "\n".join(lines)
+    (RESULTS / "reward_sample_efficiency.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

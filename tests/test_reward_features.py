@@ -1,0 +1,68 @@
+"""The frozen-feature reward model (rlhf_app/reward_features.py): features are cached and batch-
+independent, the fit is deterministic and learns a clear preference, L2 is picked from the grid."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf_app.config import RewardModelConfig
+from rlhf_app.reward import RewardModel, fit_and_record
+from rlhf_app.reward_features import L2_GRID, FeatureRewardModel, Featurizer, fit_head, pick_l2
+from rlhf_app.store import Store
+
+from test_reward import fill_yes_no_store
+
+CONFIG = RewardModelConfig(method="features", num_layers=0, max_length=64, heldout_fraction=0.3)
+
+
+def test_features_are_cached_and_do_not_depend_on_the_batch(tiny_model_dir):
+    fz = Featurizer(str(tiny_model_dir), num_layers=0, max_length=64, device="cpu")
+    prompts = ["hi", "tell me about the sun", "hello"]
+    answers = ["yes", "the sun is a very big star " * 4, ""]
+    calls = []
+    compute = fz._compute
+    fz._compute = lambda keys, bs: calls.append(len(keys)) or compute(keys, bs)
+    together = fz.features(prompts, answers, batch_size=3)
+    assert together.shape == (3, fz.dim) and calls == [3]
+    one_by_one = torch.cat([fz.features([p], [a]) for p, a in zip(prompts, answers)])
+    assert calls == [3]  # every row came from the cache
+    fresh = Featurizer(str(tiny_model_dir), num_layers=0, max_length=64, device="cpu")
+    singles = torch.cat([fresh.features([p], [a], batch_size=1) for p, a in zip(prompts, answers)])
+    assert torch.allclose(together, singles, atol=1e-5) and torch.equal(together, one_by_one)
+    assert together[2, -1] == 0.0 and together[1, -1] > together[0, -1]  # log1p(answer tokens)
+
+
+def test_fit_is_deterministic_and_learns_a_clear_preference(tiny_model_dir, tmp_path):
+    fits = []
+    for run in range(2):
+        store = Store(tmp_path / f"run{run}" / "rlhf.db")
+        fill_yes_no_store(store, n_prompts=40, seed=3)
+        rm = fit_and_record(store, str(tiny_model_dir), CONFIG, seed=0, data_dir=tmp_path / f"run{run}")
+        assert isinstance(rm, FeatureRewardModel)
+        fits.append(rm)
+    a, b = fits
+    assert torch.equal(a.weight, b.weight) and a.metrics["head_l2"] == b.metrics["head_l2"] in L2_GRID
+    assert a.metrics["heldout_accuracy"] >= 0.75, a.metrics
+    assert a.score(["tell me"], ["it is yes"])[0] > a.score(["tell me"], ["it is no"])[0]
+    loaded = RewardModel.load(tmp_path / "run0" / "reward_models" / "v1", device="cpu")
+    assert isinstance(loaded, FeatureRewardModel) and loaded.featurizer is a.featurizer  # one per process
+    assert loaded.score(["hi"], ["yes"]) == pytest.approx(a.score(["hi"], ["yes"]), abs=1e-6)
+
+
+def test_fit_head_follows_the_margin_and_l2_shrinks_it():
+    diff = torch.tensor([[1.0, 0.0], [1.0, 0.5], [1.0, -0.5]])
+    weak, strong = fit_head(diff, torch.zeros(3), l2=0.01), fit_head(diff, torch.zeros(3), l2=10.0)
+    assert weak[0] > strong[0] > 0
+    wide = fit_head(diff, torch.full((3,), 2.0), l2=0.01)  # a margin asks for a larger gap
+    assert wide[0] > weak[0]
+
+
+def test_pick_l2_prefers_weak_l2_on_clean_data_and_strong_on_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 20, generator=g)
+    clean = torch.where(x[:, :1] > 0, x, -x)  # feature 0 always favours the chosen answer
+    noise = torch.randn(200, 20, generator=g)  # nothing to learn
+    m = torch.zeros(200)
+    assert pick_l2(clean, m, list(L2_GRID), seed=0) < pick_l2(noise, m, list(L2_GRID), seed=0)
+    assert pick_l2(clean[:5], m[:5], list(L2_GRID), seed=0) == sorted(L2_GRID)[len(L2_GRID) // 2]
