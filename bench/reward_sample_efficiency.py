@@ -11,7 +11,8 @@
 3. Each fit is scored on 80 answers never rated: the share of pairs (oracle scores at least 0.05
    apart) it orders as the oracle does, and the Spearman correlation with the oracle.
 
-Writes bench/results/reward_sample_efficiency.json and .md.
+Each finished fit is appended to bench/results/reward_sample_efficiency.jsonl (and skipped when
+the benchmark is started again); the table of every row so far goes to the .md beside it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from rlhf_app.sampling import SamplingParams, chat_input_ids, sample  # noqa: E4
 from rlhf_app.store import Store  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+JSONL = RESULTS / "reward_sample_efficiency.jsonl"
 PER_PROMPT = 12
 N_TEST = 80
 
@@ -95,6 +97,21 @@ def run(method: str, rater_name: str, seed: int, n: int, answers: list[tuple[str
             "heldout_accuracy": rm.metrics.get("heldout_accuracy"), "fit_s": fit_s, "test_pairs": total}
 
 
+def report(rows: list[dict]) -> str:
+    lines = ["| rater | ratings | method | seeds | oracle pair accuracy (mean, min..max) | Spearman | fit s |",
+             "|---|---|---|---|---|---|---|"]
+    f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
+    keys = sorted({(r["rater"], r["ratings"], r["method"]) for r in rows if "error" not in r})
+    for rater, n, method in keys:
+        rs = [r for r in rows if (r["rater"], r["ratings"], r["method"]) == (rater, n, method) and "error" not in r]
+        acc = [r["accuracy"] for r in rs if r["accuracy"] is not None]
+        lines.append(f"| {rater} | {n} | {method} | {len(rs)} | {f(acc)} ({min(acc):.2f}..{max(acc):.2f}) | "
+                     f"{f([r['spearman'] for r in rs if r['spearman'] is not None])} | {f([r['fit_s'] for r in rs])} |")
+    table = "\n".join(lines)
+    (RESULTS / "reward_sample_efficiency.md").write_text(table + "\n")
+    return table
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="*", default=["features", "lora"])
@@ -110,29 +127,23 @@ def main() -> int:
     data_dir = Path(args.data_dir)
     answers = corpus(data_dir, args.answer_tokens)
     base_path = str(data_dir / "models" / "SmolLM2-135M-Instruct")
-    rows = []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in JSONL.read_text().splitlines()] if JSONL.exists() else []
+    done = {(r["method"], r["rater"], r["ratings"], r["seed"], r["answer_tokens"]) for r in rows}
     for rater in args.raters:
         for n in args.sizes:
             for method in args.methods:
                 for seed in args.seeds:
+                    if (method, rater, n, seed, args.answer_tokens) in done:
+                        continue
                     r = run(method, rater, seed, n, answers, base_path)
-                    rows.append({"method": method, "rater": rater, "ratings": n, "seed": seed, **r})
-                    print(json.dumps(rows[-1]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "reward_sample_efficiency.json").write_text(json.dumps(
-        {"torch_threads": torch.get_num_threads(), "answer_tokens": args.answer_tokens, "rows": rows}, indent=1))
-    lines = ["| rater | ratings | method | oracle pair accuracy (mean over seeds) | Spearman | fit s |",
-             "|---|---|---|---|---|---|"]
-    f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
-    for rater in args.raters:
-        for n in args.sizes:
-            for method in args.methods:
-                rs = [r for r in rows if (r["rater"], r["ratings"], r["method"]) == (rater, n, method) and "error" not in r]
-                lines.append(f"| {rater} | {n} | {method} | {f([r['accuracy'] for r in rs if r['accuracy'] is not None])} | "
-                             f"{f([r['spearman'] for r in rs if r['spearman'] is not None])} | {f([r['fit_s'] for r in rs])} |")
-    table = "\n".join(lines)
-    (RESULTS / "reward_sample_efficiency.md").write_text(table + "\n")
-    print(table)
+                    row = {"method": method, "rater": rater, "ratings": n, "seed": seed,
+                           "answer_tokens": args.answer_tokens, "torch_threads": torch.get_num_threads(), **r}
+                    rows.append(row)
+                    with JSONL.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+    print(report(rows))
     return 0
 
 

@@ -217,15 +217,20 @@ class RewardModel:
 
 
 @contextlib.contextmanager
-def _quiet_seqcls_load() -> Iterator[None]:
-    """Silence the expected 'score.weight missing / lm_head unexpected' report of a causal LM checkpoint."""
+def quiet_truncated_load() -> Iterator[None]:
+    """Silence the load report of a causal-LM checkpoint read into a shorter or headless model.
+
+    The dropped layers, the unused lm_head and the fresh score head are reported as unexpected or
+    missing: that is the design here, not an error.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        from trl.trainer.reward_trainer import suppress_seqcls_warning
-    except ImportError:  # a TRL without it: the report is noise, not an error
         yield
-        return
-    with suppress_seqcls_warning():
-        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _load_classifier(base_path: str, tokenizer: PreTrainedTokenizerBase, num_layers: int = 0) -> PreTrainedModel:
@@ -237,7 +242,7 @@ def _load_classifier(base_path: str, tokenizer: PreTrainedTokenizerBase, num_lay
     """
     full = AutoConfig.from_pretrained(base_path).num_hidden_layers
     extra = {"num_hidden_layers": num_layers} if 0 < num_layers < full else {}
-    with _quiet_seqcls_load():
+    with quiet_truncated_load():
         model = AutoModelForSequenceClassification.from_pretrained(base_path, num_labels=1, dtype=torch.float32,
                                                                    **extra)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:

@@ -26,7 +26,6 @@ differs between 20 ratings and 2000.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -36,11 +35,10 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from .config import RewardModelConfig
 from .models import fix_pad_token, pick_device
@@ -53,6 +51,7 @@ from .reward import (
     _rated_texts,
     _replace_dir,
     encode_with_start,
+    quiet_truncated_load,
     evaluate,
     right_pad,
 )
@@ -74,7 +73,7 @@ class Featurizer:
         extra = {"num_hidden_layers": num_layers} if 0 < num_layers < full else {}
         dev, _ = pick_device(device)
         # float32 even on CUDA: the head is fitted on these numbers, bf16 would blur small differences
-        with _quiet_load():  # the dropped layers and lm_head are reported as "unexpected": by design
+        with quiet_truncated_load():  # the dropped layers and lm_head are reported as "unexpected": by design
             backbone = AutoModel.from_pretrained(base_path, dtype=torch.float32, **extra)
         if len(self.tokenizer) > backbone.get_input_embeddings().num_embeddings:
             backbone.resize_token_embeddings(len(self.tokenizer))
@@ -127,16 +126,6 @@ class Featurizer:
                 n_answer = torch.tensor([math.log1p(max(0, eos - answer_start))])
                 rows[i] = torch.cat([answer.mean(0), h[b, eos], n_answer]).contiguous()
         return rows
-
-
-@contextlib.contextmanager
-def _quiet_load() -> Iterator[None]:
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 _FEATURIZERS: dict[tuple[str, int, int, str], Featurizer] = {}
