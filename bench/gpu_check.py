@@ -426,10 +426,8 @@ class Check:
             return 1
         if self.section("model", self.model) is None or not self.result["sections"]["model"]["ok"]:
             return 1
-        self.section("serving", self.serving)
-        self.section("rounds", self.rounds)
-        self.section("simulate", self.simulate)
-        self.section("serving_under_training", self.serving_under_training)
+        for name in self.args.sections:
+            self.section(name, getattr(self, name))
         self.result["max_memory_allocated_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda() else None
         self.result["gpu"] = env.get("gpu", {}).get("name")
         self.save()
@@ -476,6 +474,9 @@ class Check:
         print("\n".join(lines), flush=True)
 
 
+SECTIONS = ("serving", "rounds", "simulate", "serving_under_training")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="Folder for gpu_check.json.")
@@ -484,6 +485,8 @@ def main() -> int:
     ap.add_argument("--small", action="store_true", help="Tiny sizes for a CPU dry run.")
     ap.add_argument("--layers", type=int, default=None, help="Model depth (default: 30, or 10 with --small).")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sections", nargs="*", default=list(SECTIONS), choices=SECTIONS,
+                    help="Which checks to run, in this order (the model is always built).")
     ap.add_argument("--budget-s", type=float, default=330.0,
                     help="Sections that would start after this many seconds are skipped.")
     args = ap.parse_args()
