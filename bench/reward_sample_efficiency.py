@@ -84,17 +84,21 @@ def run(method: str, rater_name: str, seed: int, n: int, answers: list[tuple[str
         fit_s = time.time() - t0
         if rm is None:
             return {"error": "too little data"}
-        prompts, texts = [answers[i][0] for i in test], [answers[i][1] for i in test]
-        scores = rm.score_raw(prompts, texts)
-        truth = [rater.oracle(t, p) for p, t in zip(prompts, texts)]
+        result = oracle_agreement(rm, rater, [answers[i] for i in test])
+    return {**result, "heldout_accuracy": rm.metrics.get("heldout_accuracy"), "fit_s": fit_s}
+
+
+def oracle_agreement(rm, rater, test: list[tuple[str, str]]) -> dict:
+    """Share of test pairs (oracle scores >= 0.05 apart) the reward model orders as the oracle does."""
+    scores = rm.score_raw([p for p, _ in test], [t for _, t in test])
+    truth = [rater.oracle(t, p) for p, t in test]
     right = total = 0
     for a in range(len(test)):
         for b in range(a + 1, len(test)):
             if abs(truth[a] - truth[b]) >= 0.05:
                 total += 1
                 right += (scores[a] > scores[b]) == (truth[a] > truth[b])
-    return {"accuracy": right / total if total else None, "spearman": spearman(scores, truth),
-            "heldout_accuracy": rm.metrics.get("heldout_accuracy"), "fit_s": fit_s, "test_pairs": total}
+    return {"accuracy": right / total if total else None, "spearman": spearman(scores, truth), "test_pairs": total}
 
 
 def report(rows: list[dict]) -> str:

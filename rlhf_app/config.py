@@ -128,6 +128,12 @@ class Settings:
     top_p: float = _f(0.9, "Default nucleus sampling threshold in the page.")
     best_of_n: int = _f(1, "Default N of best-of-N in the page (1 = off).")
     best_of_n_limit: int = _f(8, "Highest N of best-of-N a request may ask for.")
+    pair_candidates: int = _f(
+        2,
+        "Answers sampled for an A/B pair. Above 2 (and once a reward model exists) the two shown are the "
+        "candidates the reward model is least sure between, so each vote teaches it most; the pair then "
+        "appears when all are done instead of streaming.",
+    )
     admin_token: str = _f("", "Token that unlocks admin actions (rollback, pause); empty: admin only on localhost.")
     seed: int = _f(0, "Base seed of the trainer; every round's seed is derived from it and recorded.")
     # Trainer
@@ -147,6 +153,8 @@ class Settings:
             raise ValueError(f"algorithm must be 'ppo' or 'grpo', not {self.algorithm!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
+        if self.pair_candidates < 2:
+            raise ValueError("pair_candidates must be at least 2")
         if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:
             raise ValueError("max_new_tokens must be in (0, max_new_tokens_limit]")
 

@@ -4,7 +4,9 @@ One `Answerer` serves every request of the app and of the API. Three shapes of r
 
 - `stream(prompt)`: one answer, streamed token by token, stored as one generation;
 - `stream(prompt, n=2, pair=True)`: two answers to the same prompt side by side (one batched
-  pass: twice the text for little more time), stored as two generations for an A/B vote;
+  pass: twice the text for little more time), stored as two generations for an A/B vote; with
+  `pair_candidates` > 2, that many are sampled and the two the reward model is least sure
+  between are shown (`least_sure_pair`), so each vote teaches the reward model most;
 - `stream(prompt, best_of=N)`: N answers sampled together, the reward model picks the best
   (the seed's step 3.2.4); only the chosen one is stored, with the scores of all N.
 
@@ -51,6 +53,26 @@ class Answer:
     chosen: int | None = None
     reward_model_version: int | None = None
     seed: int = 0
+
+
+def least_sure_pair(scores: list[float], texts: list[str]) -> tuple[int, int]:
+    """The two candidates whose reward-model scores are closest: where a vote is most informative.
+
+    Under Bradley-Terry the reward model's confidence in a pair is sigmoid(|r_a - r_b|), so the
+    closest pair is the one it would most likely get wrong. Identical texts are never paired (a
+    vote between them says nothing); if all are identical, the first two are shown.
+
+    >>> least_sure_pair([0.1, 2.0, 0.3, -1.0], ["a", "b", "c", "d"])
+    (0, 2)
+    >>> least_sure_pair([0.1, 0.1, 0.8], ["same", "same", "other"])
+    (0, 2)
+    """
+    best, gap = (0, 1), float("inf")
+    for i in range(len(scores)):
+        for j in range(i + 1, len(scores)):
+            if texts[i] != texts[j] and abs(scores[i] - scores[j]) < gap:
+                best, gap = (i, j), abs(scores[i] - scores[j])
+    return best
 
 
 def validate(settings: Settings, prompt: str, temperature: float, top_p: float, max_new_tokens: int,
@@ -120,12 +142,13 @@ class Answerer:
         best_of = int(best_of or 1)
         if pair and best_of > 1:
             raise UserError("Best-of-N applies to single answers, not to side-by-side pairs.")
-        scorer = self.scorer() if best_of > 1 else None
+        scorer = self.scorer() if best_of > 1 or (pair and s.pair_candidates > 2) else None
         if best_of > 1 and scorer is None:
             raise UserError("Best-of-N needs a reward model, and none is fitted yet: rate a few answers first.")
         seed = secrets.randbelow(2**31) if seed is None else int(seed)
         params = SamplingParams(float(temperature), float(top_p), int(max_new_tokens), seed)
-        n = 2 if pair else best_of
+        n = (s.pair_candidates if scorer is not None else 2) if pair else best_of
+        streams = n == (2 if pair else 1)  # a pick among candidates can only be shown once all are done
 
         # This request's snapshot: a swap mid-answer cannot touch it. `policy` pins another version
         # (the dashboard's before/after answers of version 0).
@@ -154,7 +177,7 @@ class Answerer:
                     if not tokens[i] or tokens[i][-1] != tok.eos_token_id:
                         tokens[i].append(t)
                 answer.texts = [tok.decode(t, skip_special_tokens=True) for t in tokens]
-                if best_of == 1:
+                if streams:
                     yield answer
         t_end = time.perf_counter()
 
@@ -166,12 +189,15 @@ class Answerer:
         decode_s = t_end - (t_first or t_end)
         answer.tokens_per_s = (max(answer.n_tokens) - 1) / decode_s if decode_s > 0 else None
 
-        stored = range(n)
+        stored: list[int] = list(range(n))
         if scorer is not None:
             answer.candidate_scores = [float(x) for x in scorer.score([prompt] * n, answer.texts)]
-            answer.chosen = max(range(n), key=lambda i: answer.candidate_scores[i])
             answer.reward_model_version = scorer.version
-            stored = [answer.chosen]
+            if pair:
+                stored = list(least_sure_pair(answer.candidate_scores, answer.texts))
+            else:
+                answer.chosen = max(range(n), key=lambda i: answer.candidate_scores[i])
+                stored = [answer.chosen]
         common = dict(
             temperature=params.temperature,
             top_p=params.top_p,
@@ -198,6 +224,10 @@ class Answerer:
                     **common,
                 )
             )
+        if pair and n > 2:  # the page and the API see the chosen two only, as A and B
+            answer.texts = [answer.texts[i] for i in stored]
+            answer.finish_reasons = [answer.finish_reasons[i] for i in stored]
+            answer.n_tokens = [answer.n_tokens[i] for i in stored]
         answer.done = True
         yield answer
 

@@ -279,17 +279,20 @@ def _compare_tab(rt: Runtime, stops: StopSwitches) -> None:
     pair = gr.State([])
 
     def on_generate(prompt, temperature, top_p, max_new_tokens, request: gr.Request):
+        n = rt.settings.pair_candidates
+        working = ("Writing two answers…" if n <= 2 or rt.trainer.reward_model is None else
+                   f"Writing {n} answers; you will see the two the reward model is least sure between…")
         switch = stops.get(request.session_hash, "compare")
         if switch.is_set():
             yield gr.skip(), gr.skip(), [], "Stopped before it started."
             return
-        yield "", "", [], "Writing two answers…"
+        yield "", "", [], working
         try:
             for ans in rt.answerer.stream(prompt, temperature=temperature, top_p=top_p,
                                           max_new_tokens=int(max_new_tokens), pair=True,
                                           session=request.session_hash, source="ui", stop=switch):
                 if not ans.done:
-                    yield ans.texts[0], ans.texts[1], [], "Writing two answers…"
+                    yield ans.texts[0], ans.texts[1], [], working
         except Exception as e:  # noqa: BLE001
             yield gr.skip(), gr.skip(), [], friendly(e)
             return

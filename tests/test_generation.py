@@ -12,7 +12,7 @@ import pytest
 
 from rlhf_app.config import Settings
 from rlhf_app.errors import UserError
-from rlhf_app.generation import Answerer
+from rlhf_app.generation import Answerer, least_sure_pair
 from rlhf_app.models import load_model
 from rlhf_app.policy import PolicyHolder, ServedPolicy, ServingGate
 from tiny import build_tiny_model
@@ -279,3 +279,32 @@ def test_best_of_n_stores_only_the_chosen_answer(settings, holder, store, gate):
 def test_best_of_one_does_not_need_a_scorer(answerer, store):
     answer = answerer.answer(PROMPT, seed=0, best_of=1, max_new_tokens=4)
     assert store.generation(answer.generation_ids[0])["best_of_n"] == 1
+
+
+# -- pairs the reward model is least sure about ------------------------------------------------------
+
+
+def test_pair_from_candidates_shows_the_two_the_scorer_is_least_sure_between(holder, store, gate):
+    settings = Settings(max_new_tokens=20, pair_candidates=4)
+    scorer = WordCount("the", version=7)
+    answerer = Answerer(settings, holder, store, gate, scorer=lambda: scorer)
+    yields = list(answerer.stream(PROMPT, seed=0, pair=True, max_new_tokens=30))
+    assert len(yields) == 1  # candidates are not streamed: which two are shown is known at the end
+    answer = yields[0]
+    (prompts, candidates), = scorer.calls
+    assert prompts == [PROMPT] * 4 and len(candidates) == 4
+    scores = answer.candidate_scores
+    i, j = least_sure_pair(scores, candidates)
+    gaps = [abs(scores[a] - scores[b]) for a in range(4) for b in range(a + 1, 4) if candidates[a] != candidates[b]]
+    assert abs(scores[i] - scores[j]) == min(gaps)
+    assert answer.texts == [candidates[i], candidates[j]] and len(answer.generation_ids) == 2
+    rows = [store.generation(g) for g in answer.generation_ids]
+    assert [r["text"] for r in rows] == answer.texts and [r["reward"] for r in rows] == [scores[i], scores[j]]
+    assert all(r["source"] == "compare" for r in rows)
+    store.compare(*answer.generation_ids, rater="r1", outcome="a")  # and they can be voted on
+
+
+def test_pair_candidates_stream_a_plain_pair_until_a_reward_model_exists(holder, store, gate):
+    answerer = Answerer(Settings(max_new_tokens=20, pair_candidates=4), holder, store, gate)
+    yields = list(answerer.stream(PROMPT, seed=0, pair=True, max_new_tokens=8))
+    assert len(yields) > 1 and len(yields[-1].texts) == 2 and yields[-1].candidate_scores is None
