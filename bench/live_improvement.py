@@ -41,6 +41,14 @@ CONFIGS: dict[str, list[str]] = {
 }
 
 
+def commit() -> str:
+    """The code a run measured: HEAD, marked when the tree had uncommitted changes."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout
+    return head.strip() + ("+dirty" if dirty.strip() else "")
+
+
 def run_key(config: str, rater: str, seed: int, mode: str, ratings: int) -> str:
     return f"{config}|{rater}|{seed}|{mode}|{ratings}"
 
@@ -171,7 +179,7 @@ def main() -> int:
                                      Path(args.model_cache), args.timeout, args.wall_budget)
                 except subprocess.TimeoutExpired:
                     result = {"error": f"timed out after {args.timeout} s"}
-                row = {"key": key, "config": config, "rater": rater, "seed": seed, "mode": args.mode,
+                row = {"key": key, "commit": commit(), "config": config, "rater": rater, "seed": seed, "mode": args.mode,
                        "ratings": ratings, "flags": CONFIGS[config], "finished_at": time.time(), "result": result}
                 with JSONL.open("a") as f:
                     f.write(json.dumps(row) + "\n")

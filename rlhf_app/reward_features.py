@@ -14,7 +14,12 @@ reward model's own tokenization (`reward.encode`):
 
 - the mean hidden state over the answer's tokens (what it talks about, its tone);
 - the hidden state at the final EOS (the sequence as the model sums it up);
+- the sum of the input embeddings of the answer's tokens: a bag of words, so counts ("three
+  exclamation marks", "two warm words") are linear in it, where a mean only sees shares;
 - log(1 + answer tokens) (length, which a mean hides).
+
+The embedding sum raised the oracle agreement of every rater at 24-96 ratings by 0.01-0.06
+(bench/results/reward_sample_efficiency.md, 'features' against the earlier rows without it).
 
 They are standardized on the training answers. The L2 strength is `reward.head_l2`, or, at its
 default 0, picked per fit from `L2_GRID` by cross-validated pair log-loss, since the right amount
@@ -78,7 +83,7 @@ class Featurizer:
         if len(self.tokenizer) > backbone.get_input_embeddings().num_embeddings:
             backbone.resize_token_embeddings(len(self.tokenizer))
         self.backbone = backbone.to(dev).eval().requires_grad_(False)
-        self.dim = 2 * backbone.config.hidden_size + 1
+        self.dim = 3 * backbone.config.hidden_size + 1
         self._cache: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()  # serving (best-of-N) and the trainer share one featurizer
 
@@ -117,14 +122,16 @@ class Featurizer:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, mask = right_pad([encoded[i][0] for i in idx], self.tokenizer.pad_token_id)
-            hidden = self.backbone(input_ids=ids.to(self.device), attention_mask=mask.to(self.device))
-            h = hidden.last_hidden_state.float().cpu()
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            h = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu()
+            emb = self.backbone.get_input_embeddings()(ids).float().cpu()
             for b, i in enumerate(idx):
                 seq, answer_start = encoded[i]
                 eos = len(seq) - 1
-                answer = h[b, answer_start:eos] if eos > answer_start else h[b, eos : eos + 1]
+                span = slice(answer_start, eos) if eos > answer_start else slice(eos, eos + 1)
                 n_answer = torch.tensor([math.log1p(max(0, eos - answer_start))])
-                rows[i] = torch.cat([answer.mean(0), h[b, eos], n_answer]).contiguous()
+                bag = emb[b, answer_start:eos].sum(0)  # all zeros for an empty answer
+                rows[i] = torch.cat([h[b, span].mean(0), h[b, eos], bag, n_answer]).contiguous()
         return rows
 
 
@@ -292,7 +299,8 @@ def fit_feature_reward_model(
             "norm_std": rm.norm_std,
             "max_length": config.max_length,
             "tokenization": "chat_input_ids(prompt) + tokens(answer, no special tokens) + [eos]; right padding",
-            "features": "mean hidden state over answer tokens, hidden state at EOS, log1p(answer tokens)",
+            "features": "mean hidden state over answer tokens, hidden state at EOS, sum of answer token "
+                        "embeddings, log1p(answer tokens)",
             "metrics": rm.metrics,
             "config": dataclasses.asdict(config),
             "heldout_fraction": data.heldout_fraction,
