@@ -38,6 +38,9 @@ CONFIGS: dict[str, list[str]] = {
     "ppo-lr5e-4": ["--ppo.learning-rate", "5e-4"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
+    # Not the app: PPO trained on the rater's hidden oracle, an upper bound of what the optimizer
+    # can do in the same time with a perfect reward model.
+    "ppo-oracle-reward": ["--oracle-reward"],
 }
 
 

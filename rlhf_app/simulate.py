@@ -125,12 +125,21 @@ def simulate(
     best_of_n: int = 4,
     max_new_tokens: int = 48,
     wall_budget_s: float | None = None,
+    oracle_reward: bool = False,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> SimulationResult:
-    """Rate `ratings` answers as the rater would, training as the app does; measure each version."""
+    """Rate `ratings` answers as the rater would, training as the app does; measure each version.
+
+    `oracle_reward` is a measurement, not the app: the policy optimizer is scored by the rater's
+    hidden oracle instead of the reward model (which is still fitted, and used for best-of-N), so
+    a run shows how far the optimizer alone gets with a perfect reward model in the same time.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
     rater = get_rater(rater_name, noise=noise)
+    if oracle_reward:
+        rt.trainer.reward_override = lambda prompts, completions, **_: [
+            rater.oracle(c, p) for p, c in zip(prompts, completions)]
     rng = random.Random(seed)
     result = SimulationResult(rater.name, mode, seed)
     cpu0, wall0 = time.process_time(), time.time()
@@ -204,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--answer-tokens", type=int, default=48, help="Length cap of the rated and evaluated answers.")
         p.add_argument("--wall-budget", type=float, default=None,
                        help="Stop rating after this many seconds of the loop (evaluation time not counted).")
+        p.add_argument("--oracle-reward", action="store_true",
+                       help="Measure the optimizer alone: train on the rater's hidden oracle, not the reward model.")
         p.add_argument("--out", default=None, help="Write the result as JSON here.")
     parser.parse_args(argv)  # --help and errors for every flag
     mine, rest = own.parse_known_args(argv)
@@ -213,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     rt = Runtime.build(settings)
     result = simulate(rt, mine.rater, mode=mine.mode, ratings=mine.ratings, noise=mine.noise, seed=settings.seed,
                       eval_samples=mine.eval_samples, best_of_n=mine.best_of, max_new_tokens=mine.answer_tokens,
-                      wall_budget_s=mine.wall_budget)
+                      wall_budget_s=mine.wall_budget, oracle_reward=mine.oracle_reward)
     text = json.dumps(result.to_dict(), indent=2)
     if mine.out:
         with open(mine.out, "w") as f:

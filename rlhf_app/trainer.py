@@ -71,6 +71,12 @@ class LiveTrainer:
         self.data_dir = Path(settings.data_dir)
         self.status = TrainerStatus()
         self.reward_model = None
+        self.reward_override = None
+        """A `(prompts, completions) -> scores` used instead of the reward model's by the optimizer.
+
+        Only for measuring: the simulator's `--oracle-reward` puts the rater's hidden oracle here
+        to see how far the policy optimizer alone gets with a perfect reward model.
+        """
         self._optimizer = None  # PPO trainer / GRPO runner, rebuilt when the trainable policy is
         self._trainable = None
         self._trainable_version: int | None = None
@@ -205,7 +211,7 @@ class LiveTrainer:
         self._ensure_trainable(live, seed)
         prompts = self.store.prompts()
         rng = random.Random(seed)
-        reward_fn = rm.score
+        reward_fn = self.reward_override or rm.score
         steps = s.ppo.steps_per_round if s.algorithm == "ppo" else s.grpo.steps_per_round
         per_step: list[dict] = []
         for k in range(steps):

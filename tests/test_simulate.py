@@ -95,3 +95,14 @@ def test_command_line_writes_json(sharp_model_dir, tmp_path, capsys):
                           "--best-of", "1", "--out", str(out)])
     assert code == 0
     assert '"rater": "likes_word"' in out.read_text()
+
+
+def test_oracle_reward_scores_the_optimizer_with_the_hidden_oracle(sharp_model_dir, tmp_path):
+    rt = build(sharp_model_dir, tmp_path / "data", 0, "--ppo.steps-per-round", "1")
+    simulate(rt, "likes_enthusiasm", ratings=20, noise=0.0, seed=0, eval_samples=1, best_of_n=1, max_new_tokens=8,
+             oracle_reward=True)
+    assert rt.trainer.reward_override(["hi", "hi"], ["Wow! Great!", "ok"]) == [
+        pytest.approx(0.8647, abs=1e-4), 0.0]  # enthusiasm(): 1 - exp(-count / 2), no normalization
+    row = rt.store.last_round()
+    assert row["status"] == "published" and 0.0 <= row["metrics"]["reward/mean"] <= 1.0
+    assert rt.trainer.reward_model is not None  # still fitted: best-of-N and the dashboard use it
