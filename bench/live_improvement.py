@@ -177,12 +177,13 @@ def main() -> int:
                 if key in done:
                     continue
                 print(f"running {key}", flush=True)
+                code = commit()
                 try:
                     result = run_one(config, rater, seed, args.mode, ratings, eval_samples,
                                      Path(args.model_cache), args.timeout, args.wall_budget)
                 except subprocess.TimeoutExpired:
                     result = {"error": f"timed out after {args.timeout} s"}
-                row = {"key": key, "commit": commit(), "config": config, "rater": rater, "seed": seed, "mode": args.mode,
+                row = {"key": key, "commit": code, "config": config, "rater": rater, "seed": seed, "mode": args.mode,
                        "ratings": ratings, "flags": CONFIGS[config], "finished_at": time.time(), "result": result}
                 with JSONL.open("a") as f:
                     f.write(json.dumps(row) + "\n")
