@@ -421,10 +421,7 @@ def fit_reward_model(
         trained = trainer.model
         del trainer
 
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staging_dir(out_dir) as tmp:
         if config.lora_r > 0:
             trained.save_pretrained(tmp / "adapter")
             merged = trained.merge_and_unload()  # after saving: merging folds the adapter away
@@ -434,44 +431,64 @@ def fit_reward_model(
             merged = trained
             state = {k: v.detach().cpu().contiguous() for k, v in merged.score.state_dict().items()}
             save_file(state, tmp / "score.safetensors")
-        tokenizer.save_pretrained(tmp)
-
-        rm = RewardModel(merged, tokenizer, max_length=L, version=version, last_event_id=last_event_id)
+        rm = RewardModel(merged, tokenizer, max_length=L, version=version, last_event_id=last_event_id, path=out_dir)
         rm.model.requires_grad_(False)
-        progress("scoring the base policy's answers")
-        samples = list(base_samples) or _rated_texts(data)
-        rm.norm_mean, rm.norm_std = _normalization(rm.score_raw([p for p, _ in samples], [c for _, c in samples]))
-        progress("measuring held-out accuracy")
-        rm.metrics = {
-            **evaluate(rm, data, seed),
-            "train_loss": float(train_out.training_loss),
-            "norm_mean": rm.norm_mean,
-            "norm_std": rm.norm_std,
-            "n_base_samples": len(samples),
-            "fit_seconds": round(time.time() - t0, 2),
-        }
-        meta = {
-            "format": "lora" if config.lora_r > 0 else "head",
-            "num_layers": config.num_layers,
-            "base_path": base_path,
-            "version": version,
-            "last_event_id": last_event_id,
-            "seed": seed,
-            "norm_mean": rm.norm_mean,
-            "norm_std": rm.norm_std,
-            "max_length": L,
-            "tokenization": "chat_input_ids(prompt) + tokens(answer, no special tokens) + [eos]; right padding",
-            "metrics": rm.metrics,
-            "config": dataclasses.asdict(config),
-            "heldout_fraction": data.heldout_fraction,
-            "created_at": time.time(),
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    rm.path = out_dir
+        return finish_fit(rm, tmp, "lora" if config.lora_r > 0 else "head", data=data, config=config, seed=seed,
+                          base_samples=base_samples, base_path=base_path, started=t0, progress=progress,
+                          metrics={"train_loss": float(train_out.training_loss)})
+
+
+@contextlib.contextmanager
+def staging_dir(out_dir: Path) -> Iterator[Path]:
+    """A fresh sibling directory to write a fit into; removed if anything fails before it is moved."""
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful move
+
+
+def finish_fit(rm: RewardModel, tmp: Path, fmt: str, *, data: PreferenceData, config: RewardModelConfig, seed: int,
+               base_samples: list[tuple[str, str]], base_path: str, started: float,
+               progress: Callable[[str], None], metrics: dict[str, Any] | None = None,
+               meta: dict[str, Any] | None = None) -> FittedReward:
+    """Normalize `rm` on the base policy's answers, evaluate it, write meta.json and the tokenizer
+    into `tmp` (which holds its weights), and move `tmp` to `rm`'s place with one rename."""
+    progress("scoring the base policy's answers")
+    samples = list(base_samples) or _rated_texts(data)
+    rm.norm_mean, rm.norm_std = _normalization(rm.score_raw([p for p, _ in samples], [c for _, c in samples]))
+    progress("measuring held-out accuracy")
+    rm.metrics = {
+        **evaluate(rm, data, seed),
+        **(metrics or {}),
+        "norm_mean": rm.norm_mean,
+        "norm_std": rm.norm_std,
+        "n_base_samples": len(samples),
+        "fit_seconds": round(time.time() - started, 2),
+    }
+    rm.tokenizer.save_pretrained(tmp)
+    full_meta = {
+        "format": fmt,
+        "num_layers": config.num_layers,
+        "base_path": base_path,
+        "version": rm.version,
+        "last_event_id": rm.last_event_id,
+        "seed": seed,
+        "norm_mean": rm.norm_mean,
+        "norm_std": rm.norm_std,
+        "max_length": config.max_length,
+        "tokenization": "chat_input_ids(prompt) + tokens(answer, no special tokens) + [eos]; right padding",
+        **(meta or {}),
+        "metrics": rm.metrics,
+        "config": dataclasses.asdict(config),
+        "heldout_fraction": data.heldout_fraction,
+        "created_at": time.time(),
+    }
+    (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2))
+    out_dir = rm.path
+    _replace_dir(tmp, out_dir)
     return FittedReward(rm, out_dir, rm.metrics, rm.norm_mean, rm.norm_std, data.counts())
 
 

@@ -31,11 +31,8 @@ differs between 20 ratings and 2000.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
-import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -52,13 +49,11 @@ from .reward import (
     META_FILE,
     FittedReward,
     RewardModel,
-    _normalization,
-    _rated_texts,
-    _replace_dir,
     encode_with_start,
+    finish_fit,
     quiet_truncated_load,
-    evaluate,
     right_pad,
+    staging_dir,
 )
 
 HEAD_FILE = "head.safetensors"
@@ -265,52 +260,14 @@ def fit_feature_reward_model(
     weight = fit_head(diff, margin, l2)
     train_loss = float(torch.nn.functional.softplus(margin - diff @ weight).mean())
 
-    rm = FeatureRewardModel(fz, mean, std, weight, version=version, last_event_id=last_event_id)
-    progress("scoring the base policy's answers")
-    samples = list(base_samples) or _rated_texts(data)
-    rm.norm_mean, rm.norm_std = _normalization(rm.score_raw([p for p, _ in samples], [c for _, c in samples]))
-    progress("measuring held-out accuracy")
-    rm.metrics = {
-        **evaluate(rm, data, seed),
-        "train_loss": train_loss,
-        "head_l2": l2,
-        "norm_mean": rm.norm_mean,
-        "norm_std": rm.norm_std,
-        "n_base_samples": len(samples),
-        "fit_seconds": round(time.time() - t0, 2),
-    }
-
+    rm = FeatureRewardModel(fz, mean, std, weight, version=version, last_event_id=last_event_id, path=out_dir)
     from safetensors.torch import save_file
 
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staging_dir(out_dir) as tmp:
         save_file({"mean": mean.contiguous(), "std": std.contiguous(), "weight": weight.contiguous()}, tmp / HEAD_FILE)
-        fz.tokenizer.save_pretrained(tmp)
-        meta = {
-            "format": "features",
-            "num_layers": config.num_layers,
-            "base_path": base_path,
-            "version": version,
-            "last_event_id": last_event_id,
-            "seed": seed,
-            "norm_mean": rm.norm_mean,
-            "norm_std": rm.norm_std,
-            "max_length": config.max_length,
-            "tokenization": "chat_input_ids(prompt) + tokens(answer, no special tokens) + [eos]; right padding",
-            "features": "mean hidden state over answer tokens, hidden state at EOS, sum of answer token "
-                        "embeddings, log1p(answer tokens)",
-            "metrics": rm.metrics,
-            "config": dataclasses.asdict(config),
-            "heldout_fraction": data.heldout_fraction,
-            "created_at": time.time(),
-        }
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    rm.path = out_dir
-    return FittedReward(rm, out_dir, rm.metrics, rm.norm_mean, rm.norm_std, data.counts())
+        return finish_fit(rm, tmp, "features", data=data, config=config, seed=seed, base_samples=base_samples,
+                          base_path=base_path, started=t0, progress=progress,
+                          metrics={"train_loss": train_loss, "head_l2": l2},
+                          meta={"features": "mean hidden state over answer tokens, hidden state at EOS, sum of "
+                                            "answer token embeddings, log1p(answer tokens)"})
 
