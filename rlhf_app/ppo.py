@@ -431,7 +431,8 @@ class PPOTrainer:
         - `kl/ref`: sum over an answer of log pi - log pi_ref, averaged over answers (nats; the
           sampled estimate, so it can dip slightly below 0); `kl/coef`: the beta this step used;
         - `answer/length`: tokens, EOS included; `answer/eos_rate`: share that ended before the cap;
-        - `time/step_s`; `time/waited_s`: of it, spent waiting for people's answers;
+        - `time/step_s`; `time/waited_s`: of it, spent waiting for people's answers; the phases
+          `time/sample_s`, `time/score_s`, `time/logprobs_s` (old, reference, values), `time/update_s`;
         - under `SAMPLES_KEY` ("samples"), not a number: {"prompts", "completions", "scores"},
           one entry per answer. Pop it before logging the numbers.
 
@@ -456,6 +457,7 @@ class PPOTrainer:
         B, T = answers.shape
         mask = answer_mask(answers, tok.eos_token_id)  # (B, T) EOS included
         completions = [tok.decode(a[m].tolist(), skip_special_tokens=True) for a, m in zip(answers, mask)]
+        t_sampled = time.monotonic()
 
         # 2. Score: one number per answer.
         progress("scoring")
@@ -463,6 +465,7 @@ class PPOTrainer:
         if scores.shape != (B,):
             raise ValueError(f"reward_fn returned {scores.numel()} scores for {B} completions")
         scores = scores.to(self.device)
+        t_scored = time.monotonic()
 
         # 3. Old log-probs, reference log-probs and values: what the update is measured against.
         prompt_ids, prompt_mask = left_pad(queries, tok.pad_token_id)
@@ -489,6 +492,7 @@ class PPOTrainer:
             advantages = masked_whiten(advantages, mask)
 
         # 5. PPO epochs over shuffled minibatches.
+        t_update = time.monotonic()
         progress("update")
         self.policy.train()
         self.value_head.train()
@@ -550,6 +554,10 @@ class PPOTrainer:
             "answer/length": lengths.mean().item(),
             "answer/eos_rate": (answers == tok.eos_token_id).any(-1).float().mean().item(),
             "time/step_s": time.monotonic() - t0,
+            "time/sample_s": t_sampled - t0,
+            "time/score_s": t_scored - t_sampled,
+            "time/logprobs_s": t_update - t_scored,
+            "time/update_s": time.monotonic() - t_update,
             "time/waited_s": (self.gate.waited_s - waited0) if self.gate is not None else 0.0,
             SAMPLES_KEY: {"prompts": prompt_of, "completions": completions, "scores": scores.tolist()},
         }
