@@ -183,7 +183,8 @@ def main() -> int:
                                      Path(args.model_cache), args.timeout, args.wall_budget)
                 except subprocess.TimeoutExpired:
                     result = {"error": f"timed out after {args.timeout} s"}
-                row = {"key": key, "commit": code, "config": config, "rater": rater, "seed": seed, "mode": args.mode,
+                row = {"key": key, "commit": code, "eval_samples": eval_samples, "wall_budget_s": args.wall_budget,
+                       "config": config, "rater": rater, "seed": seed, "mode": args.mode,
                        "ratings": ratings, "flags": CONFIGS[config], "finished_at": time.time(), "result": result}
                 with JSONL.open("a") as f:
                     f.write(json.dumps(row) + "\n")
