@@ -84,6 +84,13 @@ def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, eval_sa
         return result
 
 
+def within_budget(row: dict) -> dict:
+    """The last checkpoint inside the target: at most `ratings` ratings and `wall_budget_s` of loop time."""
+    budget = row.get("wall_budget_s", 900.0)
+    cps = [c for c in row["result"]["checkpoints"] if c["wall_s"] <= budget and c["ratings"] <= row["ratings"]]
+    return cps[-1]
+
+
 def report() -> str:
     rows = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.exists() else []
     ok = [r for r in rows if "error" not in r["result"]]
@@ -91,23 +98,26 @@ def report() -> str:
     for r in ok:
         groups.setdefault((r["config"], r["rater"], r["mode"], r["ratings"]), []).append(r)
     lines = [
-        "| config | rater | mode | ratings asked (given) | seeds | oracle v0 | oracle last | gain (min..max) | gain best-of-N | "
-        "versions | RM acc | KL | loop wall s | loop CPU s | total wall s | seeds with gain >= 0.2 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "Gain: the served policy's oracle score at the last version inside the budget (ratings asked, "
+        "15 minutes of loop time) minus version 0's.",
+        "",
+        "| config | rater | mode | seeds | oracle v0 | oracle at budget | gain (min..max) | best-of-N gain | "
+        "ratings by then | versions | RM acc | KL | seeds with gain >= 0.2 | run wall s (with eval) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (config, rater, mode, ratings), rs in sorted(groups.items()):
-        cps = [r["result"]["checkpoints"] for r in rs]
-        gains = [c[-1]["oracle"] - c[0]["oracle"] for c in cps]
-        bon = [c[-1]["oracle_best_of_n"] - c[0]["oracle"] for c in cps if c[-1]["oracle_best_of_n"] is not None]
-        acc = [c[-1]["reward_model_accuracy"] for c in cps if c[-1]["reward_model_accuracy"] is not None]
-        kl = [c[-1]["kl_ref"] for c in cps if c[-1]["kl_ref"] is not None]
+        first = [r["result"]["checkpoints"][0] for r in rs]
+        last = [within_budget(r) for r in rs]
+        gains = [b["oracle"] - a["oracle"] for a, b in zip(first, last)]
+        bon = [b["oracle_best_of_n"] - a["oracle"] for a, b in zip(first, last) if b["oracle_best_of_n"] is not None]
+        acc = [b["reward_model_accuracy"] for b in last if b["reward_model_accuracy"] is not None]
+        kl = [b["kl_ref"] for b in last if b["kl_ref"] is not None]
         f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
         lines.append(
-            f"| {config} | {rater} | {mode} | {ratings} ({f([c[-1]['ratings'] for c in cps])}) | {len(rs)} | {f([c[0]['oracle'] for c in cps])} | "
-            f"{f([c[-1]['oracle'] for c in cps])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
-            f"{f([c[-1]['policy_version'] for c in cps])} | {f(acc)} | {f(kl)} | "
-            f"{f([c[-1]['wall_s'] for c in cps])} | {f([c[-1]['cpu_s'] for c in cps])} | "
-            f"{f([r['result']['wall_s'] for r in rs])} | {sum(g >= 0.2 for g in gains)}/{len(gains)} |"
+            f"| {config} | {rater} | {mode} | {len(rs)} | {f([a['oracle'] for a in first])} | "
+            f"{f([b['oracle'] for b in last])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
+            f"{f([b['ratings'] for b in last])} | {f([b['policy_version'] for b in last])} | {f(acc)} | {f(kl)} | "
+            f"{sum(g >= 0.2 for g in gains)}/{len(gains)} | {f([r['result']['wall_s'] for r in rs])} |"
         )
     errors = [r for r in rows if "error" in r["result"]]
     if errors:

@@ -29,9 +29,9 @@ def build(model_dir, data_dir, seed, *extra):
 def test_oracle_score_of_served_policy_goes_up(sharp_model_dir, tmp_path):
     """Gain = mean oracle of the last three checkpoints minus version 0's, 30 answers each.
 
-    Measured when this test was written (seeds 0, 1, 2): +0.077, +0.198, +0.129 with the rater's
-    ratings, and +0.052, -0.051, -0.031 (mean -0.01) with noise=1.0, i.e. random ratings. So the
-    bar, a mean gain over 0.08 with every seed positive, is out of reach of luck.
+    Measured with the 'features' reward model (seeds 0, 1, 2): +0.177, +0.198, +0.226 with the
+    rater's ratings, and -0.032, +0.036, +0.001 (mean 0.00) with noise=1.0, i.e. random ratings.
+    So the bar, a mean gain over 0.1 with every seed over 0.05, is out of reach of luck.
     """
     gains = []
     for seed in (0, 1, 2):
@@ -45,7 +45,7 @@ def test_oracle_score_of_served_policy_goes_up(sharp_model_dir, tmp_path):
         # every rating went through the store, and every version was recorded
         stats = rt.store.stats()
         assert stats["ratings"] == 80 and stats["policy_versions"] == cps[-1].policy_version + 1
-    assert statistics.fmean(gains) > 0.08 and min(gains) > 0, gains
+    assert statistics.fmean(gains) > 0.1 and min(gains) > 0.05, gains
 
 
 def test_compare_mode_and_dashboard_data(sharp_model_dir, tmp_path):
