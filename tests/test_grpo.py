@@ -208,7 +208,14 @@ def test_step_leaves_the_process_random_state_alone(tiny):
 
 def test_step_waits_for_serving_and_reports_progress(tiny):
     """No forward pass of the policy while an answer is being served; progress phases in order."""
-    gate = ServingGate()
+    trainer_waits = threading.Event()
+
+    class SignallingGate(ServingGate):
+        def wait_until_idle(self, timeout=None):
+            trainer_waits.set()
+            return super().wait_until_idle(timeout)
+
+    gate = SignallingGate()
     policy = lora_policy(tiny)
     runner = GRPORunner(policy, tiny.tokenizer, settings(), gate=gate, seed=0)
     busy_forwards = []
@@ -218,6 +225,8 @@ def test_step_waits_for_serving_and_reports_progress(tiny):
     def serve(seconds: float) -> None:
         with gate.serving():
             started.set()
+            # measured from when the step first yields, however slow its set-up on a busy machine
+            trainer_waits.wait(timeout=60)
             time.sleep(seconds)
 
     server = threading.Thread(target=serve, args=(0.5,))
