@@ -58,8 +58,8 @@ from .reward import (
 
 HEAD_FILE = "head.safetensors"
 L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
-CACHE_SIZE = 50_000
-"""Cached feature rows per featurizer: about 4.6 KB each for SmolLM2, so at most ~230 MB."""
+CACHE_SIZE = 20_000
+"""Cached feature rows per featurizer: about 7 KB each for SmolLM2, so at most ~140 MB."""
 
 
 class Featurizer:
