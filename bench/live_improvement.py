@@ -116,8 +116,9 @@ def report() -> str:
         lines.append(
             f"| {config} | {rater} | {mode} | {len(rs)} | {f([a['oracle'] for a in first])} | "
             f"{f([b['oracle'] for b in last])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
-            f"{f([b['ratings'] for b in last])} | {f([b['policy_version'] for b in last])} | {f(acc)} | {f(kl)} | "
-            f"{sum(g >= 0.2 for g in gains)}/{len(gains)} | {f([r['result']['wall_s'] for r in rs])} |"
+            f"{statistics.fmean(b['ratings'] for b in last):.0f} | "
+            f"{statistics.fmean(b['policy_version'] for b in last):.0f} | {f(acc)} | {f(kl)} | "
+            f"{sum(g >= 0.2 for g in gains)}/{len(gains)} | {statistics.fmean(r['result']['wall_s'] for r in rs):.0f} |"
         )
     errors = [r for r in rows if "error" in r["result"]]
     if errors:
