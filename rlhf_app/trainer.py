@@ -289,31 +289,20 @@ class LiveTrainer:
         model = clone_model(self.base.model)
         ref_model = None
         if s.lora_r > 0:
-            from peft import LoraConfig, PeftModel, get_peft_model
+            from peft import PeftModel
 
             row = self.store.policy_version(live)
             path = self.data_dir / row["path"] if row.get("path") else None
             if path is not None and is_adapter(path):
                 model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
             else:
-                model = get_peft_model(model, LoraConfig(
-                    r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-                ))
+                model = with_new_lora(model, s)
         else:
             row = self.store.policy_version(live)
             if live != 0:
                 model = load_for_serving(self.base.model, self.data_dir, row)
             ref_model = clone_model(self.base.model).eval().requires_grad_(False)
-        if s.algorithm == "ppo":
-            from .ppo import PPOTrainer
-
-            self._optimizer = PPOTrainer(model, self.base.tokenizer, s.ppo, ref_model=ref_model,
-                                         gate=self.gate, seed=seed)
-        else:
-            from .grpo import GRPORunner
-
-            self._optimizer = GRPORunner(model, self.base.tokenizer, s.grpo, gate=self.gate, seed=seed,
+        self._optimizer = make_optimizer(s, model, self.base.tokenizer, gate=self.gate, seed=seed,
                                          ref_model=ref_model)
         self._trainable, self._trainable_version = model, live
 
@@ -348,6 +337,28 @@ class LiveTrainer:
         served = load_for_serving(self.base.model, self.data_dir, row)
         self.store.set_live(row["version"], reason="made live by an admin", actor=actor)
         self.holder.swap(ServedPolicy(served, self.base.tokenizer, row["version"], self.base.model_id, time.time()))
+
+
+def with_new_lora(model: torch.nn.Module, settings: Settings) -> torch.nn.Module:
+    """`model` wrapped in a fresh LoRA adapter of `settings.lora_r` on every projection."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(
+        r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    ))
+
+
+def make_optimizer(settings: Settings, model: torch.nn.Module, tokenizer: Any, gate: ServingGate | None,
+                   seed: int, ref_model: torch.nn.Module | None = None) -> Any:
+    """The policy optimizer `settings.algorithm` names, with its settings: `step(prompts, reward_fn)`."""
+    if settings.algorithm == "ppo":
+        from .ppo import PPOTrainer
+
+        return PPOTrainer(model, tokenizer, settings.ppo, ref_model=ref_model, gate=gate, seed=seed)
+    from .grpo import GRPORunner
+
+    return GRPORunner(model, tokenizer, settings.grpo, gate=gate, seed=seed, ref_model=ref_model)
 
 
 def _mean_metrics(per_step: list[dict]) -> dict:
