@@ -23,7 +23,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+from live_improvement import commit  # noqa: E402
 
 from rlhf_app.config import load_settings  # noqa: E402
 from rlhf_app.models import load_model  # noqa: E402
@@ -55,13 +58,6 @@ CONFIGS: dict[str, list[str]] = {
 }
 
 
-def commit() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout
-    return head.strip() + ("+dirty" if dirty.strip() else "")
-
-
 def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int, eval_samples: int,
             model_cache: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="optimizer-bench-") as tmp:
@@ -71,8 +67,6 @@ def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int
         settings = load_settings(["--data-dir", str(data), "--seed", str(seed), *CONFIGS[config]], env={})
         base = load_model(settings.model, data, settings.device)
         rater = get_rater(rater_name)
-        import torch
-
         torch.manual_seed(seed)
         policy = with_new_lora(clone_model(base.model), settings)
         optimizer = make_optimizer(settings, policy, base.tokenizer, gate=None, seed=seed)
