@@ -1,7 +1,7 @@
 """How far does the policy optimizer move the served policy per step when the reward is perfect?
 
     ./run.sh python bench/optimizer_speed.py                                  # the grid below
-    ./run.sh python bench/optimizer_speed.py --only ppo-default ppo-lambda1 --steps 16
+    ./run.sh python bench/optimizer_speed.py --only ppo-default grpo-default --steps 12
     ./run.sh python bench/optimizer_speed.py --report
 
 The live benchmark (`live_improvement.py`) mixes three limits: how well the reward model has
@@ -130,7 +130,7 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", default=None, help="Configurations to run (default: all).")
     ap.add_argument("--raters", nargs="*", default=["likes_enthusiasm"])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0])
-    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--eval-samples", type=int, default=8, help="Answers per eval prompt at each measurement.")
     ap.add_argument("--model-cache", default=str(ROOT / "data" / "models"))
