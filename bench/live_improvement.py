@@ -4,11 +4,13 @@
     ./run.sh python bench/live_improvement.py                      # the full grid: 3 seeds, 100 ratings
     ./run.sh python bench/live_improvement.py --only ppo-default   # one configuration of the grid
     ./run.sh python bench/live_improvement.py --report             # table + plot from what has run
+    ./run.sh python bench/live_improvement.py --only grpo-default --rerun   # measure again after a code change
 
 Each run is `python -m rlhf_app.simulate` in a subprocess with its own data directory, so a run
 goes through the app's own code paths and a crash costs one run. Finished runs are appended to
 `bench/results/live_improvement.jsonl` and skipped when the benchmark is started again: the grid
-can run in the background across sessions. `--report` writes `live_improvement.md` (the table)
+can run in the background across sessions; `--rerun` measures finished runs again, and the report
+uses each run's newest row (older rows stay in the file as history). `--report` writes `live_improvement.md` (the table)
 and `live_improvement.png` (oracle score of the served policy against ratings).
 """
 
@@ -98,6 +100,7 @@ def within_budget(row: dict) -> dict:
 
 def report() -> str:
     rows = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.exists() else []
+    rows = list({r["key"]: r for r in rows}.values())  # a rerun's row replaces the older one
     ok = [r for r in rows if "error" not in r["result"]]
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
@@ -177,6 +180,7 @@ def main() -> int:
     ap.add_argument("--model-cache", default=str(ROOT / "data" / "models"),
                     help="Converted default model to reuse (saves the 30 s GGUF conversion per run).")
     ap.add_argument("--report", action="store_true", help="Only write the table and plot.")
+    ap.add_argument("--rerun", action="store_true", help="Run again what has run (after a code change).")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.report:
@@ -185,7 +189,7 @@ def main() -> int:
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else SEEDS)
     ratings = args.ratings or (40 if args.quick else 100)
     eval_samples = args.eval_samples or (4 if args.quick else 8)
-    done = finished_keys()
+    done = set() if args.rerun else finished_keys()
     for config in args.only or list(CONFIGS):
         for rater in args.raters:
             for seed in seeds:
