@@ -39,15 +39,17 @@ OLD_PPO = ["--ppo.learning-rate", "2e-4", "--ppo.gae-lambda", "0.95"]
 CONFIGS: dict[str, list[str]] = {
     "ppo-default": [],
     "grpo-default": ["--algorithm", "grpo"],
-    "ppo-lr2e-4-lambda0.95": OLD_PPO,
-    "ppo-lr5e-4-lambda0.95": ["--ppo.learning-rate", "5e-4", "--ppo.gae-lambda", "0.95"],
-    "ppo-max-kl16": ["--max-kl", "16"],
+    "ppo-lr2e-4-lambda0.95": [*OLD_PPO, "--kl-ramp-ratings", "0"],
+    "ppo-lr5e-4-lambda0.95": ["--ppo.learning-rate", "5e-4", "--ppo.gae-lambda", "0.95", "--kl-ramp-ratings", "0"],
+    "ppo-no-kl-ramp": ["--kl-ramp-ratings", "0"],
+    "grpo-no-kl-ramp": ["--algorithm", "grpo", "--kl-ramp-ratings", "0"],
+    "ppo-max-kl16": ["--max-kl", "16", "--kl-ramp-ratings", "0"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, an upper bound of what the optimizer
     # can do in the same time with a perfect reward model.
     "ppo-oracle-reward": ["--oracle-reward"],
-    "ppo-lr2e-4-lambda0.95-oracle-reward": [*OLD_PPO, "--oracle-reward"],
+    "ppo-lr2e-4-lambda0.95-oracle-reward": [*OLD_PPO, "--kl-ramp-ratings", "0", "--oracle-reward"],
 }
 
 

@@ -154,6 +154,12 @@ class Settings:
     lora_r: int = _f(16, "LoRA rank of the policy; 0 means full fine-tuning.")
     lora_alpha: int = _f(32, "LoRA alpha of the policy.")
     max_kl: float = _f(8.0, "A round whose KL to the initial policy (nats per answer) exceeds this is discarded.")
+    kl_ramp_ratings: int = _f(
+        96,
+        "The KL budget grows with the evidence: with n ratings stored, a round stops stepping once the policy "
+        "is max_kl * min(1, n / kl_ramp_ratings) nats from the initial one, so a reward model fitted on a "
+        "handful of ratings cannot spend the budget that a good one needs later. 0: max_kl from the start.",
+    )
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
     reward: RewardModelConfig = field(default_factory=RewardModelConfig)
@@ -165,6 +171,8 @@ class Settings:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
         if self.pair_candidates < 2:
             raise ValueError("pair_candidates must be at least 2")
+        if self.kl_ramp_ratings < 0:
+            raise ValueError("kl_ramp_ratings must be >= 0 (0 turns the ramp off)")
         if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:
             raise ValueError("max_new_tokens must be in (0, max_new_tokens_limit]")
 

@@ -3,7 +3,9 @@
 A round reads top to bottom as the seed's iterative loop:
 
 1. fit the reward model on every stored rating, if ratings changed since the last fit (reward.py);
-2. run the policy optimizer against it on stored prompts: PPO (ppo.py) or GRPO (grpo.py);
+2. run the policy optimizer against it on stored prompts: PPO (ppo.py) or GRPO (grpo.py), until
+   the round's steps are done or the policy has spent the KL budget the ratings so far allow
+   (`kl_budget`: it grows with the number of ratings up to `max_kl`);
 3. check the result: a round with NaN metrics, or whose KL to the initial policy is over
    `max_kl`, is discarded and logged, and the served policy stays;
 4. publish: save the new version atomically, record it in SQLite, swap it in for serving.
@@ -80,6 +82,8 @@ class LiveTrainer:
         self._optimizer = None  # PPO trainer / GRPO runner, rebuilt when the trainable policy is
         self._trainable = None
         self._trainable_version: int | None = None
+        self._policy_kl = 0.0
+        """KL of the trainable policy to the initial one, as its newest step measured (nats per answer)."""
         self._wake = threading.Condition()
         self._round_requested = False
         self._stop = False
@@ -213,9 +217,10 @@ class LiveTrainer:
         rng = random.Random(seed)
         reward_fn = self.reward_override or rm.score
         steps = s.ppo.steps_per_round if s.algorithm == "ppo" else s.grpo.steps_per_round
+        budget = kl_budget(s, self.store.stats()["votes"])
         per_step: list[dict] = []
         for k in range(steps):
-            if self.status.paused:
+            if self.status.paused or self._policy_kl >= budget:
                 break
             self._set(OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}")
             n = s.ppo.batch_prompts if s.algorithm == "ppo" else s.grpo.batch_prompts
@@ -224,10 +229,14 @@ class LiveTrainer:
                 OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}: {p}"))
             m.pop("samples", None)
             per_step.append(m)
+            # Measured on this step's samples, i.e. before its update: the policy may end one
+            # update past the budget.
+            self._policy_kl = m.get("kl/ref", self._policy_kl)
             if not all(math.isfinite(v) for v in m.values() if isinstance(v, (int, float))):
                 break
         metrics = _mean_metrics(per_step)
         metrics["round/steps"] = len(per_step)
+        metrics["kl/budget"] = budget
         metrics["reward_model/version"] = rm.version
         metrics.update({f"reward_model/{k}": v for k, v in rm.metrics.items() if isinstance(v, (int, float))})
 
@@ -235,6 +244,13 @@ class LiveTrainer:
         bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
         kl = metrics.get("kl/ref", 0.0)
         reason = None
+        if not per_step and not self.status.paused:
+            reason = (f"KL budget spent: the policy is {self._policy_kl:.2f} nats from the initial one, and "
+                      f"{budget:.2f} of max_kl {s.max_kl:g} is allowed until there are {s.kl_ramp_ratings} ratings")
+            log.info("round %d skipped: %s", round_id, reason)
+            self.store.finish_round(round_id, "skipped", reason=reason, metrics=_finite(metrics),
+                                    reward_model_version=rm.version)
+            return metrics
         if not per_step:
             reason = "paused before the first step"
         elif self.store.live()["version"] != live:
@@ -288,23 +304,23 @@ class LiveTrainer:
         s = self.settings
         model = clone_model(self.base.model)
         ref_model = None
+        row = self.store.policy_version(live)
         if s.lora_r > 0:
             from peft import PeftModel
 
-            row = self.store.policy_version(live)
             path = self.data_dir / row["path"] if row.get("path") else None
             if path is not None and is_adapter(path):
                 model = PeftModel.from_pretrained(model, str(path), is_trainable=True)
             else:
                 model = with_new_lora(model, s)
         else:
-            row = self.store.policy_version(live)
             if live != 0:
                 model = load_for_serving(self.base.model, self.data_dir, row)
             ref_model = clone_model(self.base.model).eval().requires_grad_(False)
         self._optimizer = make_optimizer(s, model, self.base.tokenizer, gate=self.gate, seed=seed,
                                          ref_model=ref_model)
         self._trainable, self._trainable_version = model, live
+        self._policy_kl = float((row.get("metrics") or {}).get("kl/ref") or 0.0) if live != 0 else 0.0
 
     def _drop_trainable(self) -> None:
         self._trainable = self._optimizer = None
@@ -337,6 +353,18 @@ class LiveTrainer:
         served = load_for_serving(self.base.model, self.data_dir, row)
         self.store.set_live(row["version"], reason="made live by an admin", actor=actor)
         self.holder.swap(ServedPolicy(served, self.base.tokenizer, row["version"], self.base.model_id, time.time()))
+
+
+def kl_budget(settings: Settings, ratings: int) -> float:
+    """KL (nats per answer) the policy may reach with `ratings` stored: it grows linearly to `max_kl`.
+
+    >>> from rlhf_app.config import Settings
+    >>> kl_budget(Settings(max_kl=8.0, kl_ramp_ratings=96), 24), kl_budget(Settings(max_kl=8.0), 500)
+    (2.0, 8.0)
+    """
+    if settings.kl_ramp_ratings <= 0:
+        return settings.max_kl
+    return settings.max_kl * min(1.0, ratings / settings.kl_ramp_ratings)
 
 
 def with_new_lora(model: torch.nn.Module, settings: Settings) -> torch.nn.Module:

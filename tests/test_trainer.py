@@ -133,6 +133,29 @@ def test_round_over_the_kl_bound_is_discarded(sharp_model_dir, tmp_path):
     assert rt.holder.version == 0
 
 
+def test_rounds_stop_at_the_kl_budget_the_ratings_allow(sharp_model_dir, tmp_path):
+    # 20 ratings of a 1000-rating ramp allow 8 * 20 / 1000 = 0.16 nats; a fast learner passes that
+    # within a few steps, and the round publishes what it had when the budget was reached.
+    fast = ["--ppo.learning-rate", "1e-2", "--ppo.steps-per-round", "6"]
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", *fast, "--kl-ramp-ratings", "1000"))
+    rate_some(rt, 20)
+    row = rt.trainer.run_round()
+    assert row["status"] == "published", row["reason"]
+    m = row["metrics"]
+    assert m["kl/budget"] == pytest.approx(0.16)
+    assert 1 < m["round/steps"] < 6 and m["kl/ref"] >= 0.16
+
+    # After a restart the policy's KL comes from its stored metrics: with a budget below it the
+    # next round takes no step, says why, and the served version stays.
+    rt2 = Runtime.build(settings(sharp_model_dir, tmp_path / "data", *fast, "--kl-ramp-ratings", "100000"))
+    rate_some(rt2, 6, seed=1)
+    row = rt2.trainer.run_round()
+    assert row["status"] == "skipped" and "KL budget spent" in row["reason"], row["reason"]
+    assert "100000 ratings" in row["reason"]
+    assert rt2.holder.version == 1 and rt2.store.stats()["policy_versions"] == 2
+    assert row["metrics"]["round/steps"] == 0 and row["reward_model_version"] == 2
+
+
 def test_grpo_round_publishes(sharp_model_dir, tmp_path):
     rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--algorithm", "grpo"))
     rate_some(rt, 20)
