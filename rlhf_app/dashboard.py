@@ -59,12 +59,13 @@ def reward_model_history(store: Store) -> list[dict[str, Any]]:
     return [{"version": r["version"], "created_at": r["created_at"], **r["metrics"]} for r in store.reward_models()]
 
 
-ROUND_KEYS = ("reward/mean", "kl/ref", "ppo/entropy", "grpo/entropy", "ppo/approx_kl", "ppo/clipfrac",
+ROUND_KEYS = ("reward/mean", "kl/ref", "kl/budget", "ppo/entropy", "grpo/entropy", "ppo/approx_kl", "ppo/clipfrac",
               "kl/coef", "answer/length", "time/step_s")
 
 
 def round_history(store: Store) -> list[dict[str, Any]]:
-    """Per training round: status, algorithm, the version it made, reward, KL and entropy."""
+    """Per training round: status, algorithm, the version it made, reward, KL (and the budget the
+    ratings allowed it) and entropy."""
     out = []
     for r in store.rounds():
         m = r["metrics"] or {}

@@ -35,13 +35,13 @@ def dashboard_frames(runtime) -> tuple[pd.DataFrame, ...]:
     rounds = dashboard.round_history(store)
     per_round = pd.DataFrame(
         [{"round": r["id"], "metric": k, "value": r[k]} for r in rounds
-         for k in ("reward/mean", "kl/ref", "entropy") if r.get(k) is not None],
+         for k in ("reward/mean", "kl/ref", "kl/budget", "entropy") if r.get(k) is not None],
         columns=["round", "metric", "value"],
     )
     round_table = _frame(
         [{**r, "started": _when(r["started_at"])} for r in rounds],
         ["id", "started", "algorithm", "status", "policy_version", "reward_model_version", "n_ratings",
-         "reward/mean", "kl/ref", "entropy", "reason"],
+         "reward/mean", "kl/ref", "kl/budget", "entropy", "reason"],
     )
     versions = _frame(
         [{**v, "live": "LIVE" if v["live"] else "", "created": _when(v["created_at"])}
@@ -67,7 +67,7 @@ def build_dashboard_tab(runtime, make_live) -> None:
         with gr.Row():
             rm_plot = gr.LinePlot(x="version", y="heldout_accuracy", title="Reward model held-out accuracy",
                                   y_lim=[0, 1], height=260)
-            round_plot = gr.LinePlot(x="round", y="value", color="metric", title="Per round: reward, KL, entropy",
+            round_plot = gr.LinePlot(x="round", y="value", color="metric", title="Per round: reward, KL, KL budget, entropy",
                                      height=260)
         human_table = gr.Dataframe(label="Human rating per version (n, mean, 95% interval)", interactive=False)
         versions_table = gr.Dataframe(label="Policy versions", interactive=False)

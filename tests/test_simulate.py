@@ -70,6 +70,7 @@ def test_compare_mode_and_dashboard_data(sharp_model_dir, tmp_path):
     rounds = dashboard.round_history(store)
     published = [r for r in rounds if r["status"] == "published"]
     assert published and all(r["kl/ref"] is not None and r["entropy"] is not None for r in published)
+    assert all(0 < r["kl/budget"] <= rt.settings.max_kl for r in published)
 
     versions = dashboard.versions_table(store)
     assert [v["live"] for v in versions].count(True) == 1
@@ -79,7 +80,7 @@ def test_compare_mode_and_dashboard_data(sharp_model_dir, tmp_path):
 
     votes_f, human_f, rms_f, per_round_f, rounds_f, versions_f = dashboard_frames(rt)
     assert len(votes_f) == 24 and len(versions_f) == len(versions) and len(rounds_f) == len(rounds)
-    assert set(per_round_f["metric"]) >= {"reward/mean", "kl/ref", "entropy"}
+    assert set(per_round_f["metric"]) >= {"reward/mean", "kl/ref", "kl/budget", "entropy"}
     assert list(versions_f["live"]).count("LIVE") == 1
 
     ba = dashboard.before_after(rt, "hello you", seed=3, max_new_tokens=8)
