@@ -57,10 +57,11 @@ CONFIGS: dict[str, list[str]] = {
 
 
 def commit() -> str:
-    """The code a run measured: HEAD, marked when the tree had uncommitted changes."""
+    """The code a run measured: HEAD, marked when the tree had uncommitted changes (results files aside:
+    the previous run's row is one)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                           text=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"],
+                           cwd=ROOT, capture_output=True, text=True).stdout
     return head.strip() + ("+dirty" if dirty.strip() else "")
 
 
