@@ -39,20 +39,20 @@ OLD_PPO = ["--ppo.learning-rate", "2e-4", "--ppo.gae-lambda", "0.95"]
 CONFIGS: dict[str, list[str]] = {
     "ppo-default": [],
     "grpo-default": ["--algorithm", "grpo"],
-    "ppo-lr2e-4-lambda0.95": [*OLD_PPO, "--kl-ramp-ratings", "0"],
-    "ppo-lr5e-4-lambda0.95": ["--ppo.learning-rate", "5e-4", "--ppo.gae-lambda", "0.95", "--kl-ramp-ratings", "0"],
-    "ppo-no-kl-ramp": ["--kl-ramp-ratings", "0"],
-    # Half the learning rate, twice the steps: the same movement per round in smaller pieces, so a
-    # round stops closer to its KL budget (one lr 5e-4 step moved the policy 1.5-5 nats).
-    "ppo-lr2.5e-4-steps4": ["--ppo.learning-rate", "2.5e-4", "--ppo.steps-per-round", "4"],
-    "grpo-no-kl-ramp": ["--algorithm", "grpo", "--kl-ramp-ratings", "0"],
-    "ppo-max-kl16": ["--max-kl", "16", "--kl-ramp-ratings", "0"],
+    "ppo-lr2e-4-lambda0.95": OLD_PPO,
+    "ppo-lr5e-4-lambda0.95": ["--ppo.learning-rate", "5e-4", "--ppo.gae-lambda", "0.95"],
+    "ppo-max-kl16": ["--max-kl", "16"],
+    # The KL budget grows with the ratings (max_kl at 96); with half the learning rate and twice the
+    # steps, rounds stop nearer their budget (one lr 5e-4 step moved the policy 1.5-5 nats).
+    "ppo-kl-ramp96": ["--kl-ramp-ratings", "96"],
+    "ppo-kl-ramp96-lr2.5e-4-steps4": ["--kl-ramp-ratings", "96", "--ppo.learning-rate", "2.5e-4",
+                                      "--ppo.steps-per-round", "4"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, an upper bound of what the optimizer
     # can do in the same time with a perfect reward model.
     "ppo-oracle-reward": ["--oracle-reward"],
-    "ppo-lr2e-4-lambda0.95-oracle-reward": [*OLD_PPO, "--kl-ramp-ratings", "0", "--oracle-reward"],
+    "ppo-lr2e-4-lambda0.95-oracle-reward": [*OLD_PPO, "--oracle-reward"],
 }
 
 

@@ -2,6 +2,7 @@
 
     ./run.sh python bench/reward_sample_efficiency.py                       # both methods, 4 raters
     ./run.sh python bench/reward_sample_efficiency.py --methods features --sizes 16 32 64 128
+    ./run.sh python bench/reward_sample_efficiency.py --methods features:l2=0.01 features:l2=100  # fixed L2
 
 1. The default model answers the starter prompts (12 answers each, 48 tokens, the page's sampling
    settings), once; the answers are cached under data/bench/.
@@ -66,6 +67,12 @@ def corpus(data_dir: Path, answer_tokens: int) -> list[tuple[str, str]]:
     return out
 
 
+def reward_config(method: str) -> RewardModelConfig:
+    """'features', 'lora', or 'features:l2=X' (the features head at a fixed L2 instead of the CV pick)."""
+    name, _, l2 = method.partition(":l2=")
+    return RewardModelConfig(method=name, **({"head_l2": float(l2)} if l2 else {}))
+
+
 def run(method: str, rater_name: str, seed: int, n: int, answers: list[tuple[str, str]], base_path: str) -> dict:
     rater = get_rater(rater_name, noise=0.1)
     rng = random.Random(seed)
@@ -78,7 +85,7 @@ def run(method: str, rater_name: str, seed: int, n: int, answers: list[tuple[str
             prompt, text = answers[i]
             gid = store.add_generation(prompt, text, "bench", 0)
             store.rate(gid, "bench", "score", rater.score(text, prompt, rng))
-        config = RewardModelConfig(method=method)
+        config = reward_config(method)
         t0 = time.time()
         rm = fit_and_record(store, base_path, config, seed, tmp)
         fit_s = time.time() - t0
@@ -118,7 +125,8 @@ def report(rows: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--methods", nargs="*", default=["features", "lora"])
+    ap.add_argument("--methods", nargs="*", default=["features", "lora"],
+                    help="'features', 'lora', or 'features:l2=X' for the features head at a fixed L2.")
     ap.add_argument("--raters", nargs="*", default=["prefers_shorter", "likes_enthusiasm", "positive_sentiment",
                                                      "wants_topic"])
     ap.add_argument("--sizes", nargs="*", type=int, default=[24, 48, 96])

@@ -4,8 +4,8 @@ A round reads top to bottom as the seed's iterative loop:
 
 1. fit the reward model on every stored rating, if ratings changed since the last fit (reward.py);
 2. run the policy optimizer against it on stored prompts: PPO (ppo.py) or GRPO (grpo.py), until
-   the round's steps are done or the policy has spent the KL budget the ratings so far allow
-   (`kl_budget`: it grows with the number of ratings up to `max_kl`);
+   the round's steps are done or the policy has spent its KL budget (`kl_budget`: `max_kl`, or,
+   with `kl_ramp_ratings` set, a share of it that grows with the number of ratings);
 3. check the result: a round with NaN metrics, or whose KL to the initial policy is over
    `max_kl`, is discarded and logged, and the served policy stays;
 4. publish: save the new version atomically, record it in SQLite, swap it in for serving.
@@ -356,10 +356,11 @@ class LiveTrainer:
 
 
 def kl_budget(settings: Settings, ratings: int) -> float:
-    """KL (nats per answer) the policy may reach with `ratings` stored: it grows linearly to `max_kl`.
+    """KL (nats per answer) the policy may reach with `ratings` stored: `max_kl`, or with a ramp,
+    a share of it growing linearly with the ratings.
 
     >>> from rlhf_app.config import Settings
-    >>> kl_budget(Settings(max_kl=8.0, kl_ramp_ratings=96), 24), kl_budget(Settings(max_kl=8.0), 500)
+    >>> kl_budget(Settings(max_kl=8.0, kl_ramp_ratings=96), 24), kl_budget(Settings(max_kl=8.0), 5)
     (2.0, 8.0)
     """
     if settings.kl_ramp_ratings <= 0:
