@@ -13,7 +13,8 @@
    apart) it orders as the oracle does, and the Spearman correlation with the oracle.
 
 Each finished fit is appended to bench/results/reward_sample_efficiency.jsonl (and skipped when
-the benchmark is started again); the table of every row so far goes to the .md beside it.
+the benchmark is started again, unless `--rerun`: then the new row replaces the old one in the
+table); the table of every row so far goes to the .md beside it.
 """
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ def oracle_agreement(rm, rater, test: list[tuple[str, str]]) -> dict:
     return {"accuracy": right / total if total else None, "spearman": spearman(scores, truth), "test_pairs": total}
 
 
+def row_key(r: dict) -> tuple:
+    return r["method"], r["rater"], r["ratings"], r["seed"], r["answer_tokens"]
+
+
 def report(rows: list[dict]) -> str:
+    rows = list({row_key(r): r for r in rows}.values())  # a rerun's row replaces the older one
     lines = ["| rater | ratings | method | seeds | oracle pair accuracy (mean, min..max) | Spearman | fit s |",
              "|---|---|---|---|---|---|---|"]
     f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
@@ -133,6 +139,7 @@ def main() -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     ap.add_argument("--answer-tokens", type=int, default=48)
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
+    ap.add_argument("--rerun", action="store_true", help="Fit again what has run (after a code change).")
     args = ap.parse_args()
     quiet_offline_env()
     torch.manual_seed(0)
@@ -141,7 +148,7 @@ def main() -> int:
     base_path = str(data_dir / "models" / "SmolLM2-135M-Instruct")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in JSONL.read_text().splitlines()] if JSONL.exists() else []
-    done = {(r["method"], r["rater"], r["ratings"], r["seed"], r["answer_tokens"]) for r in rows}
+    done = set() if args.rerun else {row_key(r) for r in rows}
     for rater in args.raters:
         for n in args.sizes:
             for method in args.methods:
