@@ -10,8 +10,9 @@ Each run is `python -m rlhf_app.simulate` in a subprocess with its own data dire
 goes through the app's own code paths and a crash costs one run. Finished runs are appended to
 `bench/results/live_improvement.jsonl` and skipped when the benchmark is started again: the grid
 can run in the background across sessions; `--rerun` measures finished runs again, and the report
-uses each run's newest row (older rows stay in the file as history). `--report` writes `live_improvement.md` (the table)
-and `live_improvement.png` (oracle score of the served policy against ratings).
+uses each run's newest row (older rows stay in the file as history). `--report` writes
+`live_improvement.md` (the table) and `live_improvement.png` (oracle score of the served policy
+against ratings).
 """
 
 from __future__ import annotations

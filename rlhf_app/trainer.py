@@ -245,8 +245,9 @@ class LiveTrainer:
         kl = metrics.get("kl/ref", 0.0)
         reason = None
         if not per_step and not self.status.paused:
-            reason = (f"KL budget spent: the policy is {self._policy_kl:.2f} nats from the initial one, and "
-                      f"{budget:.2f} of max_kl {s.max_kl:g} is allowed until there are {s.kl_ramp_ratings} ratings")
+            reason = f"KL budget spent: the policy is {self._policy_kl:.2f} nats from the initial one, and "
+            reason += (f"{budget:.2f} of max_kl {s.max_kl:g} is allowed until there are {s.kl_ramp_ratings} ratings"
+                       if budget < s.max_kl else f"max_kl is {s.max_kl:g}")
             log.info("round %d skipped: %s", round_id, reason)
             self.store.finish_round(round_id, "skipped", reason=reason, metrics=_finite(metrics),
                                     reward_model_version=rm.version)

@@ -67,8 +67,8 @@ def build_dashboard_tab(runtime, make_live) -> None:
         with gr.Row():
             rm_plot = gr.LinePlot(x="version", y="heldout_accuracy", title="Reward model held-out accuracy",
                                   y_lim=[0, 1], height=260)
-            round_plot = gr.LinePlot(x="round", y="value", color="metric", title="Per round: reward, KL, KL budget, entropy",
-                                     height=260)
+            round_plot = gr.LinePlot(x="round", y="value", color="metric",
+                                     title="Per round: reward, KL, KL budget, entropy", height=260)
         human_table = gr.Dataframe(label="Human rating per version (n, mean, 95% interval)", interactive=False)
         versions_table = gr.Dataframe(label="Policy versions", interactive=False)
         rounds_table = gr.Dataframe(label="Training rounds", interactive=False)

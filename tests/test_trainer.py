@@ -158,6 +158,12 @@ def test_rounds_stop_at_the_kl_budget_the_ratings_allow(sharp_model_dir, tmp_pat
     assert rt2.holder.version == 1 and rt2.store.stats()["policy_versions"] == 2
     assert row["metrics"]["round/steps"] == 0 and row["reward_model_version"] == 2
 
+    # Without a ramp the budget is max_kl: lowered below the live policy's KL, rounds wait too.
+    rt3 = Runtime.build(settings(sharp_model_dir, tmp_path / "data", *fast, "--max-kl", "0.01"))
+    rate_some(rt3, 6, seed=2)
+    row = rt3.trainer.run_round()
+    assert row["status"] == "skipped" and row["reason"].endswith("max_kl is 0.01"), row["reason"]
+
 
 def test_grpo_round_publishes(sharp_model_dir, tmp_path):
     rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--algorithm", "grpo"))
