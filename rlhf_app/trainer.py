@@ -321,7 +321,7 @@ class LiveTrainer:
         self._optimizer = make_optimizer(s, model, self.base.tokenizer, gate=self.gate, seed=seed,
                                          ref_model=ref_model)
         self._trainable, self._trainable_version = model, live
-        self._policy_kl = float((row.get("metrics") or {}).get("kl/ref") or 0.0) if live != 0 else 0.0
+        self._policy_kl = float((row.get("metrics") or {}).get("kl/ref") or 0.0)  # v0 has none: 0
 
     def _drop_trainable(self) -> None:
         self._trainable = self._optimizer = None
