@@ -3,6 +3,7 @@
     ./run.sh python bench/reward_sample_efficiency.py                       # both methods, 4 raters
     ./run.sh python bench/reward_sample_efficiency.py --methods features --sizes 16 32 64 128
     ./run.sh python bench/reward_sample_efficiency.py --methods features:l2=0.01 features:l2=100  # fixed L2
+    ./run.sh python bench/reward_sample_efficiency.py --methods features:heldout_fraction=0  # any config field
 
 1. The default model answers the starter prompts (12 answers each, 48 tokens, the page's sampling
    settings), once; the answers are cached under data/bench/.
@@ -20,6 +21,7 @@ table); the table of every row so far goes to the .md beside it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -69,9 +71,19 @@ def corpus(data_dir: Path, answer_tokens: int) -> list[tuple[str, str]]:
 
 
 def reward_config(method: str) -> RewardModelConfig:
-    """'features', 'lora', or 'features:l2=X' (the features head at a fixed L2 instead of the CV pick)."""
-    name, _, l2 = method.partition(":l2=")
-    return RewardModelConfig(method=name, **({"head_l2": float(l2)} if l2 else {}))
+    """'features', 'lora', or 'features:k=v,k=v' with `RewardModelConfig` fields ('l2' = head_l2).
+
+    >>> reward_config("features:l2=0.01,heldout_fraction=0").heldout_fraction
+    0.0
+    """
+    name, _, overrides = method.partition(":")
+    fields = {f.name: f.type for f in dataclasses.fields(RewardModelConfig)}
+    kw = {}
+    for item in filter(None, overrides.split(",")):
+        key, _, value = item.partition("=")
+        key = "head_l2" if key == "l2" else key
+        kw[key] = int(value) if fields[key] in (int, "int") else float(value)
+    return RewardModelConfig(method=name, **kw)
 
 
 def run(method: str, rater_name: str, seed: int, n: int, answers: list[tuple[str, str]], base_path: str) -> dict:
@@ -132,7 +144,8 @@ def report(rows: list[dict]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="*", default=["features", "lora"],
-                    help="'features', 'lora', or 'features:l2=X' for the features head at a fixed L2.")
+                    help="'features', 'lora', or 'features:k=v,...' setting RewardModelConfig fields "
+                         "('features:l2=0.01' fixes the head's L2).")
     ap.add_argument("--raters", nargs="*", default=["prefers_shorter", "likes_enthusiasm", "positive_sentiment",
                                                      "wants_topic"])
     ap.add_argument("--sizes", nargs="*", type=int, default=[24, 48, 96])
