@@ -99,6 +99,22 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def kl_from_logits(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """KL(pi || pi_ref) in nats of the whole next-token distributions: (..., V), (..., V) -> (...).
+
+    Summed over an answer's positions it estimates the answer-level KL without bias, as the
+    sampled log pi(token) - log pi_ref(token) does, but it averages over every token the policy
+    could have drawn instead of the one it did: on 8 answers of 48 tokens the sampled sum swung by
+    several nats from step to step, and the `max_kl` check saw that noise.
+
+    >>> p, q = torch.tensor([0.0, math.log(3.0)]), torch.zeros(2)   # (0.25, 0.75) against (0.5, 0.5)
+    >>> round(float(kl_from_logits(p, q)), 4), round(0.25 * math.log(0.5) + 0.75 * math.log(1.5), 4)
+    (0.1308, 0.1308)
+    """
+    logp, ref = torch.log_softmax(logits.float(), -1), torch.log_softmax(ref_logits.float(), -1)
+    return (logp.exp() * (logp - ref)).sum(-1)
+
+
 def answer_mask(tokens: torch.Tensor, eos_id: int) -> torch.Tensor:
     """(B, T) bool: true up to and including each row's first EOS.
 
@@ -381,11 +397,15 @@ class PPOTrainer:
         v = self.value_head(out.hidden_states[-1][:, -n_answer - 1 : -1]) if values else None  # (B, T)
         return logp, v, logits
 
-    def _ref_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_answer: int) -> torch.Tensor:
+    def _ref_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     n_answer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logprobs (B, T), logits (B, T, V)) of the answer tokens under the reference policy."""
         if self.ref_model is not None:
-            return self._forward(self.ref_model, input_ids, attention_mask, n_answer, values=False)[0]
+            logp, _, logits = self._forward(self.ref_model, input_ids, attention_mask, n_answer, values=False)
+            return logp, logits
         with self.policy.disable_adapter():  # LoRA off = the model we started from
-            return self._forward(self.policy, input_ids, attention_mask, n_answer, values=False)[0]
+            logp, _, logits = self._forward(self.policy, input_ids, attention_mask, n_answer, values=False)
+            return logp, logits
 
     @torch.no_grad()
     def _rollout(self, queries: list[list[int]], generator: torch.Generator) -> torch.Tensor:
@@ -428,8 +448,10 @@ class PPOTrainer:
           gradient was not finite and so were not applied;
         - `ppo/explained_variance`: of the returns by the values, before the update;
         - `ppo/entropy`: nats per answer token of the policy that sampled;
-        - `kl/ref`: sum over an answer of log pi - log pi_ref, averaged over answers (nats; the
-          sampled estimate, so it can dip slightly below 0); `kl/coef`: the beta this step used;
+        - `kl/ref`: KL(pi || pi_ref) of the next-token distributions summed over an answer, averaged
+          over answers (nats, `kl_from_logits`); `kl/ref_sampled`: the same from the sampled tokens
+          alone (the estimate the penalty uses: noisier, and it can dip below 0); `kl/coef`: the
+          beta this step used;
         - `answer/length`: tokens, EOS included; `answer/eos_rate`: share that ended before the cap;
         - `time/step_s`; `time/waited_s`: of it, spent waiting for people's answers; the phases
           `time/sample_s`, `time/score_s`, `time/logprobs_s` (old, reference, values), `time/update_s`;
@@ -471,7 +493,7 @@ class PPOTrainer:
         prompt_ids, prompt_mask = left_pad(queries, tok.pad_token_id)
         input_ids = torch.cat([prompt_ids.to(self.device), answers], dim=1)  # (B, P + T)
         attention_mask = torch.cat([prompt_mask.to(self.device), mask.long()], dim=1)  # (B, P + T)
-        old_logp, values, entropy, ref_logp = [], [], [], []
+        old_logp, values, entropy, ref_logp, full_kl = [], [], [], [], []
         with torch.no_grad():
             for i in range(0, B, cfg.minibatch_size):  # chunks: (B, T, V) logits of a real vocab are big
                 self._yield_to_serving()
@@ -480,9 +502,11 @@ class PPOTrainer:
                 old_logp.append(logp)
                 values.append(v)
                 entropy.append(entropy_from_logits(logits))
-                ref_logp.append(self._ref_logprobs(ids, am, T))
+                r_logp, r_logits = self._ref_forward(ids, am, T)
+                ref_logp.append(r_logp)
+                full_kl.append(kl_from_logits(logits, r_logits))
         old_logp, values = torch.cat(old_logp), torch.cat(values)  # (B, T)
-        entropy, ref_logp = torch.cat(entropy), torch.cat(ref_logp)  # (B, T)
+        entropy, ref_logp, full_kl = torch.cat(entropy), torch.cat(ref_logp), torch.cat(full_kl)  # (B, T)
 
         # 4. Per-token rewards (KL penalty + score at the end), then advantages.
         kl_coef = self.kl_ctl.value
@@ -532,8 +556,7 @@ class PPOTrainer:
             self.value_head.eval()
 
         # 6. Adapt beta to the KL measured on this batch (nats per answer).
-        kl_per_answer = kl.sum(-1)  # (B,)
-        kl_ref = kl_per_answer.mean().item()
+        kl_ref = (full_kl * mask).sum(-1).mean().item()
         if math.isfinite(kl_ref):
             self.kl_ctl.update(kl_ref, n_steps=B)
 
@@ -550,6 +573,7 @@ class PPOTrainer:
             "ppo/grad_norm": _mean_keep_nan(stats["grad_norm"]),
             "ppo/skipped_updates": skipped,
             "kl/ref": kl_ref,
+            "kl/ref_sampled": kl.sum(-1).mean().item(),
             "kl/coef": kl_coef,
             "answer/length": lengths.mean().item(),
             "answer/eos_rate": (answers == tok.eos_token_id).any(-1).float().mean().item(),

@@ -20,6 +20,7 @@ token instead of a uniform 3.8), and the test measures PPO rather than that cap.
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
@@ -208,3 +209,20 @@ def test_rejects_a_tokenizer_whose_pad_is_eos(tiny):
     tiny.tokenizer.pad_token = tiny.tokenizer.eos_token
     with pytest.raises(ValueError, match="pad"):
         PPOTrainer(tiny.model, tiny.tokenizer, config("full"))
+
+
+def test_kl_of_full_distributions_agrees_with_the_sampled_estimate_and_is_steadier(tiny):
+    policy = make_policy(tiny, "lora", seed=0)
+    trainer = PPOTrainer(policy, tiny.tokenizer, config("lora"), seed=0)
+    for _ in range(3):
+        trainer.step(PROMPTS, positive_reward)  # away from the reference
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 0.0  # from here on the policy stays put, so every step measures the same KL
+    full, sampled = [], []
+    for _ in range(12):
+        m = trainer.step(PROMPTS, positive_reward)
+        full.append(m["kl/ref"])
+        sampled.append(m["kl/ref_sampled"])
+    assert min(full) > 0, full
+    assert statistics.fmean(full) == pytest.approx(statistics.fmean(sampled), rel=0.25), (full, sampled)
+    assert statistics.stdev(full) < statistics.stdev(sampled), (full, sampled)
