@@ -37,27 +37,31 @@ SEEDS = [0, 1, 2]
 # name -> settings flags. The first is the app's default; the others each change one thing.
 OLD_PPO = ["--ppo.learning-rate", "2e-4", "--ppo.gae-lambda", "0.95"]
 """The PPO defaults before bench/optimizer_speed.py showed lambda 1 and lr 5e-4 move the policy faster."""
+OLD_KL = ["--ppo.adaptive-kl", "true", "--ppo.init-kl-coef", "0.05"]
+"""The KL price before it was fixed at 0.2. The configurations measured under it carry it, so a rerun
+measures what their rows measured; their names say what they changed from the defaults of that time."""
 CONFIGS: dict[str, list[str]] = {
+    # beta fixed at 0.2 per nat: the policy settles where reward gains stop paying for KL instead of
+    # running into max_kl (8), where whole rounds are discarded.
     "ppo-default": [],
     "grpo-default": ["--algorithm", "grpo"],
-    "ppo-lr2e-4-lambda0.95": OLD_PPO,
-    "ppo-lr5e-4-lambda0.95": ["--ppo.learning-rate", "5e-4", "--ppo.gae-lambda", "0.95"],
-    "ppo-max-kl16": ["--max-kl", "16"],
+    # The previous default: beta 0.05, which its adaptive controller (horizon 200) barely moves, so
+    # only max_kl held the policy; every run had reached it by 24-48 ratings.
+    "ppo-kl-coef0.05-adaptive": OLD_KL,
+    "ppo-lr2e-4-lambda0.95": [*OLD_PPO, *OLD_KL],
+    "ppo-lr5e-4-lambda0.95": ["--ppo.learning-rate", "5e-4", "--ppo.gae-lambda", "0.95", *OLD_KL],
+    "ppo-max-kl16": ["--max-kl", "16", *OLD_KL],
     # The KL budget grows with the ratings (max_kl at 96); with half the learning rate and twice the
     # steps, rounds stop nearer their budget (one lr 5e-4 step moved the policy 1.5-5 nats).
-    "ppo-kl-ramp96": ["--kl-ramp-ratings", "96"],
+    "ppo-kl-ramp96": ["--kl-ramp-ratings", "96", *OLD_KL],
     "ppo-kl-ramp96-lr2.5e-4-steps4": ["--kl-ramp-ratings", "96", "--ppo.learning-rate", "2.5e-4",
-                                      "--ppo.steps-per-round", "4"],
-    # A fixed, larger KL price (beta 0.2 per nat, against 0.05 that the default controller barely
-    # moves): the policy should settle where reward gains stop paying for KL, below max_kl (8), where
-    # whole rounds are discarded (the defaults reach it by 24-48 ratings).
-    "ppo-kl-coef0.2": ["--ppo.adaptive-kl", "false", "--ppo.init-kl-coef", "0.2"],
+                                      "--ppo.steps-per-round", "4", *OLD_KL],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, an upper bound of what the optimizer
     # can do in the same time with a perfect reward model.
     "ppo-oracle-reward": ["--oracle-reward"],
-    "ppo-lr2e-4-lambda0.95-oracle-reward": [*OLD_PPO, "--oracle-reward"],
+    "ppo-lr2e-4-lambda0.95-oracle-reward": [*OLD_PPO, *OLD_KL, "--oracle-reward"],
 }
 
 

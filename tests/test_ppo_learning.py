@@ -132,7 +132,7 @@ def test_step_changes_trainable_weights_only_and_kl_grows_from_zero(tiny, kind):
 
     first = trainer.step(PROMPTS, positive_reward)
     assert abs(first["kl/ref"]) < 1e-5  # nothing updated yet: the policy is the reference
-    assert first["kl/coef"] == pytest.approx(0.05)
+    assert first["kl/coef"] == pytest.approx(trainer.config.init_kl_coef)
 
     changed = [n for n, p in policy.named_parameters() if p.requires_grad and not torch.equal(p, trainable[n])]
     assert len(changed) >= len(trainable) // 2, changed
