@@ -12,7 +12,8 @@ TRL 1.16 has no PPOTrainer, so this is the RLHF recipe of Ziegler et al. 2019 / 
    last one; GAE turns them into advantages and returns;
 5. `ppo_epochs` passes of shuffled minibatches: clipped surrogate + clipped value loss, one AdamW
    step each;
-6. the adaptive KL controller moves beta towards `kl_target`.
+6. with `adaptive_kl` on, the KL controller moves beta towards `kl_target` (off by default: a fixed
+   price held the live runs under `max_kl` where the slow controller did not).
 
 The math lives in pure functions that tests call with hand-made tensors. Shapes: B answers,
 T answer tokens (the longest answer in the batch, EOS included), V vocabulary, H hidden size.
