@@ -113,6 +113,16 @@ def within_budget(row: dict) -> dict:
     return cps[-1]
 
 
+def served_kl(row: dict, checkpoint: dict) -> float | None:
+    """KL of the version `checkpoint` served, as measured when it was published.
+
+    Runs before 2026-11-30 stored the last round's KL at each checkpoint, published or not (a run's
+    final checkpoint could carry a discarded round's); the first checkpoint of a version always
+    followed the round that published it, so its value is the version's own, in old rows and new.
+    """
+    return next(c["kl_ref"] for c in row["result"]["checkpoints"] if c["policy_version"] == checkpoint["policy_version"])
+
+
 def report() -> str:
     rows = [json.loads(line) for line in JSONL.read_text().splitlines() if line.strip()] if JSONL.exists() else []
     rows = list({r["key"]: r for r in rows}.values())  # a rerun's row replaces the older one
@@ -134,7 +144,7 @@ def report() -> str:
         gains = [b["oracle"] - a["oracle"] for a, b in zip(first, last)]
         bon = [b["oracle_best_of_n"] - a["oracle"] for a, b in zip(first, last) if b["oracle_best_of_n"] is not None]
         acc = [b["reward_model_accuracy"] for b in last if b["reward_model_accuracy"] is not None]
-        kl = [b["kl_ref"] for b in last if b["kl_ref"] is not None]
+        kl = [k for k in (served_kl(r, b) for r, b in zip(rs, last)) if k is not None]
         f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
         lines.append(
             f"| {config} | {rater} | {mode} | {len(rs)} | {f([a['oracle'] for a in first])} | "

@@ -27,6 +27,7 @@ tensor([[1., 1., 1.]])
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -403,11 +404,12 @@ class PPOTrainer:
                      n_answer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(logprobs (B, T), logits (B, T, V)) of the answer tokens under the reference policy."""
         if self.ref_model is not None:
-            logp, _, logits = self._forward(self.ref_model, input_ids, attention_mask, n_answer, values=False)
-            return logp, logits
-        with self.policy.disable_adapter():  # LoRA off = the model we started from
-            logp, _, logits = self._forward(self.policy, input_ids, attention_mask, n_answer, values=False)
-            return logp, logits
+            model, scope = self.ref_model, contextlib.nullcontext()
+        else:
+            model, scope = self.policy, self.policy.disable_adapter()  # LoRA off = the model we started from
+        with scope:
+            logp, _, logits = self._forward(model, input_ids, attention_mask, n_answer, values=False)
+        return logp, logits
 
     @torch.no_grad()
     def _rollout(self, queries: list[list[int]], generator: torch.Generator) -> torch.Tensor:

@@ -51,6 +51,7 @@ class Checkpoint:
     reward_model_version: int | None
     reward_model_accuracy: float | None
     kl_ref: float | None
+    """KL from the served version to the initial policy, as measured by the round that made it (0 for v0)."""
     round_status: str | None = None
 
 
@@ -153,9 +154,9 @@ def simulate(
         eval_cpu += time.process_time() - c
         eval_wall += time.time() - w
         rm = rt.trainer.reward_model
-        last = rt.store.last_round()
+        served = rt.holder.version
         cp = Checkpoint(
-            policy_version=rt.holder.version,
+            policy_version=served,
             ratings=n_ratings,
             cpu_s=time.process_time() - cpu0 - eval_cpu,
             wall_s=time.time() - wall0 - eval_wall,
@@ -163,7 +164,7 @@ def simulate(
             oracle_best_of_n=oracle_bon,
             reward_model_version=rm.version if rm else None,
             reward_model_accuracy=(rm.metrics.get("heldout_accuracy") if rm else None),
-            kl_ref=(last or {}).get("metrics", {}).get("kl/ref"),
+            kl_ref=0.0 if served == 0 else rt.store.policy_version(served)["metrics"].get("kl/ref"),
             round_status=round_status,
         )
         result.checkpoints.append(cp)

@@ -55,6 +55,10 @@ def test_compare_mode_and_dashboard_data(sharp_model_dir, tmp_path):
     store = rt.store
     assert store.stats()["comparisons"] == 24
     assert result.checkpoints[-1].policy_version >= 1
+    # each checkpoint's KL is the served version's own, whatever the last round did
+    for cp in result.checkpoints:
+        expected = 0.0 if cp.policy_version == 0 else store.policy_version(cp.policy_version)["metrics"]["kl/ref"]
+        assert cp.kl_ref == expected
 
     votes = dashboard.ratings_over_time(store)
     assert [v["votes"] for v in votes] == list(range(1, 25)) and {v["kind"] for v in votes} == {"compare"}
