@@ -58,10 +58,11 @@ CONFIGS: dict[str, list[str]] = {
                                       "--ppo.steps-per-round", "4", *OLD_KL],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
-    # Not the app: PPO trained on the rater's hidden oracle, an upper bound of what the optimizer
-    # can do in the same time with a perfect reward model.
+    # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
+    # (simulate.normalized_oracle), an upper bound of what the optimizer can do in the same time
+    # with a perfect reward model. Rows named *raw-oracle-reward ran with the unscaled 0-1 oracle,
+    # before that function, and cannot be rerun.
     "ppo-oracle-reward": ["--oracle-reward"],
-    "ppo-lr2e-4-lambda0.95-oracle-reward": [*OLD_PPO, *OLD_KL, "--oracle-reward"],
 }
 
 

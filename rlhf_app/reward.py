@@ -458,7 +458,7 @@ def finish_fit(rm: RewardModel, tmp: Path, fmt: str, *, data: PreferenceData, co
     into `tmp` (which holds its weights), and move `tmp` to `rm`'s place with one rename."""
     progress("scoring the base policy's answers")
     samples = list(base_samples) or _rated_texts(data)
-    rm.norm_mean, rm.norm_std = _normalization(rm.score_raw([p for p, _ in samples], [c for _, c in samples]))
+    rm.norm_mean, rm.norm_std = normalization(rm.score_raw([p for p, _ in samples], [c for _, c in samples]))
     progress("measuring held-out accuracy")
     rm.metrics = {
         **evaluate(rm, data, seed),
@@ -521,7 +521,7 @@ def _rated_texts(data: PreferenceData) -> list[tuple[str, str]]:
     )
 
 
-def _normalization(raw: list[float]) -> tuple[float, float]:
+def normalization(raw: list[float]) -> tuple[float, float]:
     """(mean, std) of raw rewards; std 1 when it is undefined or ~0, to keep the raw scale."""
     mean = float(np.mean(raw)) if raw else 0.0
     std = float(np.std(raw)) if len(raw) > 1 else 1.0

@@ -25,9 +25,11 @@ from typing import Callable
 from .config import build_parser, load_settings
 from .prompts import STARTER_PROMPTS
 from .raters import get_rater
+from .reward import base_samples_from_store, normalization
 from .policy import ServedPolicy
 from .runtime import Runtime
 from .sampling import SamplingParams, chat_input_ids, sample
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,21 @@ def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, sample
     return plain, statistics.fmean(best)
 
 
+def normalized_oracle(oracle: Callable[[str, str], float], store: Store) -> Callable[..., list[float]]:
+    """`oracle` as a reward on the reward model's scale: mean 0 and std 1 over the base policy's answers.
+
+    The KL price is per nat against rewards on that scale; the raw oracle (0-1, spread about 0.15-0.25)
+    would meet a KL price several times steeper than any reward model does, and stop short of what
+    a perfect reward model would reach.
+    """
+    def reward(prompts: list[str], completions: list[str], **_: object) -> list[float]:
+        base = base_samples_from_store(store)  # grows until it holds MAX_BASE_SAMPLES answers, as the RM's does
+        mean, std = normalization([oracle(c, p) for p, c in base])
+        return [(oracle(c, p) - mean) / std for p, c in zip(prompts, completions)]
+
+    return reward
+
+
 def simulate(
     rt: Runtime,
     rater_name: str,
@@ -139,8 +156,7 @@ def simulate(
         raise ValueError(f"mode must be one of {MODES}")
     rater = get_rater(rater_name, noise=noise)
     if oracle_reward:
-        rt.trainer.reward_override = lambda prompts, completions, **_: [
-            rater.oracle(c, p) for p, c in zip(prompts, completions)]
+        rt.trainer.reward_override = normalized_oracle(rater.oracle, rt.store)
     rng = random.Random(seed)
     result = SimulationResult(rater.name, mode, seed)
     cpu0, wall0 = time.process_time(), time.time()

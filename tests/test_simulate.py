@@ -2,12 +2,15 @@
 through the app's own paths, and the oracle score of the served policy goes up on fixed seeds.
 Then the dashboard's data functions on the store the simulator filled."""
 
+import math
 import statistics
 
 import pytest
 
 from rlhf_app import dashboard
 from rlhf_app.config import load_settings
+from rlhf_app.raters import enthusiasm
+from rlhf_app.reward import base_samples_from_store
 from rlhf_app.runtime import Runtime
 from rlhf_app.simulate import main as simulate_main
 from rlhf_app.simulate import simulate
@@ -106,8 +109,14 @@ def test_oracle_reward_scores_the_optimizer_with_the_hidden_oracle(sharp_model_d
     rt = build(sharp_model_dir, tmp_path / "data", 0, "--ppo.steps-per-round", "1")
     simulate(rt, "likes_enthusiasm", ratings=20, noise=0.0, seed=0, eval_samples=1, best_of_n=1, max_new_tokens=8,
              oracle_reward=True)
+    # on the reward model's scale: the oracle centred and scaled on the base policy's answers
+    base = base_samples_from_store(rt.store)
+    raw = [enthusiasm(c) for _, c in base]
+    mean, std = statistics.fmean(raw), statistics.pstdev(raw)
+    assert std > 0
     assert rt.trainer.reward_override(["hi", "hi"], ["Wow! Great!", "ok"]) == [
-        pytest.approx(0.8647, abs=1e-4), 0.0]  # enthusiasm(): 1 - exp(-count / 2), no normalization
+        pytest.approx((0.8647 - mean) / std, abs=1e-3), pytest.approx(-mean / std, abs=1e-6)]
+    assert statistics.fmean(rt.trainer.reward_override([p for p, _ in base], [c for _, c in base])) == pytest.approx(0, abs=1e-6)
     row = rt.store.last_round()
-    assert row["status"] == "published" and 0.0 <= row["metrics"]["reward/mean"] <= 1.0
+    assert row["status"] == "published" and math.isfinite(row["metrics"]["reward/mean"])
     assert rt.trainer.reward_model is not None  # still fitted: best-of-N and the dashboard use it
