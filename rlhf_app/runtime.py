@@ -22,7 +22,7 @@ from .config import Settings
 from .generation import Answerer
 from .models import LoadedModel, load_model
 from .policy import PolicyHolder, ServingGate
-from .prompts import seed_prompts
+from .prompts import load_prompts, seed_prompts
 from .store import Store
 from .trainer import LiveTrainer, load_live_policy
 
@@ -60,7 +60,7 @@ class Runtime:
         interrupted = store.fail_interrupted_rounds()
         if interrupted:
             log.warning("%d training round(s) were interrupted by the last shutdown", interrupted)
-        seed_prompts(store)
+        seed_prompts(store, load_prompts(settings.prompts))
         base = load_model(settings.model, data, settings.device)
         store.ensure_base_version(base.model_id)
         holder = PolicyHolder(load_live_policy(settings, store, base))

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from .config import build_parser, load_settings
-from .prompts import STARTER_PROMPTS
+from .prompts import STARTER_PROMPTS, load_prompts
 from .raters import get_rater
 from .reward import base_samples_from_store, normalization
 from .policy import ServedPolicy
@@ -34,8 +34,19 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 MODES = ("thumb", "score", "compare")
-EVAL_PROMPTS = STARTER_PROMPTS[::4]
-"""Prompts the oracle is measured on; training samples from every stored prompt."""
+
+
+def eval_prompts(prompts: list[str]) -> list[str]:
+    """The prompts the oracle is measured on: every 4th of a long set, all of a short one.
+
+    >>> len(eval_prompts(STARTER_PROMPTS)), len(eval_prompts(load_prompts("emoji")))
+    (5, 6)
+    """
+    return prompts[::4] if len(prompts) > 8 else list(prompts)
+
+
+EVAL_PROMPTS = eval_prompts(STARTER_PROMPTS)
+"""Measured prompts of the default set; training samples from every stored prompt."""
 
 
 @dataclass
@@ -88,7 +99,8 @@ def sample_texts(policy: ServedPolicy, prompts: list[str], seed: int, max_new_to
 
 def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
              best_of_n: int, max_new_tokens: int) -> tuple[float, float | None]:
-    """Mean oracle score of fresh answers from the served policy, plain and with best-of-N.
+    """Mean oracle score of fresh answers from the served policy, plain and with best-of-N, on the
+    evaluation prompts of the app's prompt set (`--prompts`: the simulated person asks those too).
 
     Batched, with the page's temperature and top-p, and the same seed at every checkpoint, so
     versions are compared on the same random numbers and the difference is the policy's.
@@ -97,14 +109,15 @@ def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, sample
     """
     s = rt.settings
     policy = rt.holder.current()
-    prompts = [p for p in EVAL_PROMPTS for _ in range(samples_per_prompt)]
+    measured = eval_prompts(load_prompts(s.prompts))
+    prompts = [p for p in measured for _ in range(samples_per_prompt)]
     with rt.gate.serving():
         texts = sample_texts(policy, prompts, seed, max_new_tokens, s.temperature, s.top_p)
     plain = statistics.fmean(oracle(t, p) for p, t in zip(prompts, texts))
     rm = rt.trainer.reward_model
     if best_of_n <= 1 or rm is None:
         return plain, None
-    groups = [p for p in EVAL_PROMPTS for _ in range(max(1, samples_per_prompt // 4))]
+    groups = [p for p in measured for _ in range(max(1, samples_per_prompt // 4))]
     candidates = [p for p in groups for _ in range(best_of_n)]
     with rt.gate.serving():
         texts = sample_texts(policy, candidates, seed + 1, max_new_tokens, s.temperature, s.top_p)

@@ -32,7 +32,7 @@ from .api import (GENERATE_CONCURRENCY, admin_actor, admin_do, hf_login_availabl
                   record_rating, register_api)
 from .errors import UserError
 from .generation import Answer
-from .prompts import STARTER_PROMPTS
+from .prompts import load_prompts
 from .runtime import Runtime
 from .store import Store
 from .trainer import FITTING, OPTIMIZING
@@ -214,7 +214,7 @@ def _chat_tab(rt: Runtime, stops: StopSwitches) -> None:
                 score = gr.Radio([1, 2, 3, 4, 5], label="Score (1 = bad, 5 = great)", scale=3)
             message = gr.Markdown("Write a prompt, or click an example, then Generate.")
         with gr.Column(scale=2):
-            gr.Examples([[p] for p in STARTER_PROMPTS], inputs=[prompt], label="Or try one",
+            gr.Examples([[p] for p in load_prompts(rt.settings.prompts)], inputs=[prompt], label="Or try one",
                         examples_per_page=6, api_visibility="private")
             sampling = _sampling_controls(rt.settings, best_of=True)
     generation_id = gr.State(None)

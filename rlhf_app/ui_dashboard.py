@@ -10,7 +10,7 @@ import pandas as pd
 from . import dashboard
 from .api import GENERATE_CONCURRENCY
 from .errors import UserError
-from .prompts import STARTER_PROMPTS
+from .prompts import load_prompts
 
 REFRESH_S = 5.0
 
@@ -80,7 +80,8 @@ def build_dashboard_tab(runtime, make_live) -> None:
             live_msg = gr.Markdown()
         gr.Markdown("### Before and after: the same prompt, version 0 vs the live version, same seed")
         with gr.Row():
-            ba_prompt = gr.Dropdown(choices=STARTER_PROMPTS, value=STARTER_PROMPTS[0], allow_custom_value=True,
+            examples = load_prompts(runtime.settings.prompts)
+            ba_prompt = gr.Dropdown(choices=examples, value=examples[0], allow_custom_value=True,
                                     label="Prompt", scale=4)
             ba_btn = gr.Button("Answer with both", scale=1)
         with gr.Row():
