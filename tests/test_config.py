@@ -28,6 +28,16 @@ def test_cross_field_checks():
         load_settings(["--algorithm", "dpo"], env={})
 
 
+def test_prompt_sets_by_name_or_file(tmp_path):
+    assert load_settings(["--prompts", "emoji"], env={}).prompts == "emoji"
+    with pytest.raises(ValueError, match="Unknown prompt set 'nope'"):
+        load_settings(["--prompts", "nope"], env={})
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError, match="has no prompts"):
+        load_settings(["--prompts", str(empty)], env={})
+
+
 def test_round_trip_through_the_dict_saved_with_each_version():
     s = load_settings(["--lora-r", "4", "--grpo.beta", "0.1"], env={})
     assert settings_from_dict(s.to_dict()) == s

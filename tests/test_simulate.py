@@ -120,3 +120,19 @@ def test_oracle_reward_scores_the_optimizer_with_the_hidden_oracle(sharp_model_d
     row = rt.store.last_round()
     assert row["status"] == "published" and math.isfinite(row["metrics"]["reward/mean"])
     assert rt.trainer.reward_model is not None  # still fitted: best-of-N and the dashboard use it
+
+
+def test_the_simulated_person_asks_and_is_measured_on_the_prompt_set(sharp_model_dir, tmp_path):
+    """`--prompts` replaces the starter prompts: the store, the ratings and the trainer see only these."""
+    mine = ["hello you", "tell me yes", "say something"]
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(mine) + "\n\n")
+    rt = build(sharp_model_dir, tmp_path / "data", 0, "--prompts", str(path), "--train-every-ratings", "8",
+               "--ppo.steps-per-round", "1")
+    result = simulate(rt, "likes_enthusiasm", mode="score", ratings=16, noise=0.0, seed=0, eval_samples=1,
+                      best_of_n=1, max_new_tokens=8)
+    assert rt.store.prompts() == mine
+    asked = [row["text"] for row in rt.store.db.query(
+        "SELECT prompts.text FROM generations JOIN prompts ON prompts.id = generations.prompt_id")]
+    assert len(asked) >= 16 and set(asked) <= set(mine)
+    assert result.checkpoints[-1].policy_version >= 1
