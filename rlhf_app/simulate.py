@@ -202,6 +202,10 @@ def simulate(
             on_checkpoint(cp)
 
     checkpoint(0, None)
+    if result.checkpoints[0].oracle >= 0.95:
+        log.warning("version 0 already scores %.2f with %s on these prompts: little is left to learn; give prompts "
+                    "where answers vary in what it cares about (--prompts, e.g. emoji for dislikes_emoji)",
+                    result.checkpoints[0].oracle, rater.name)
     given = 0
     while given < ratings:
         if wall_budget_s is not None and time.time() - wall0 - eval_wall > wall_budget_s:

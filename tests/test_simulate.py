@@ -136,3 +136,11 @@ def test_the_simulated_person_asks_and_is_measured_on_the_prompt_set(sharp_model
         "SELECT prompts.text FROM generations JOIN prompts ON prompts.id = generations.prompt_id")]
     assert len(asked) >= 16 and set(asked) <= set(mine)
     assert result.checkpoints[-1].policy_version >= 1
+
+
+def test_a_rater_with_nothing_to_teach_is_pointed_at_other_prompts(sharp_model_dir, tmp_path, caplog):
+    rt = build(sharp_model_dir, tmp_path / "data", 0)
+    with caplog.at_level("WARNING", logger="rlhf_app.simulate"):
+        result = simulate(rt, "dislikes_emoji", ratings=0, eval_samples=1, best_of_n=1, max_new_tokens=8)
+    assert result.checkpoints[0].oracle == 1.0  # the tiny model has no emoji to drop
+    assert "little is left to learn" in caplog.text and "--prompts" in caplog.text
