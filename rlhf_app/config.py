@@ -161,7 +161,7 @@ class Settings:
     prompts: str = _f(
         "starter",
         "The page's example prompts, and the training prompts before anyone types: a built-in set "
-        "(starter, emoji, cheer; rlhf_app/prompts.py) or a text file with one prompt per line.",
+        "(starter, emoji, cheer, pets; rlhf_app/prompts.py) or a text file with one prompt per line.",
     )
     # Trainer
     trainer: bool = _f(True, "Run the background trainer inside the app.")

@@ -11,7 +11,7 @@ shows (the simulated raters of `raters.py` use them); a deployment can bring its
 >>> load_prompts("nope")
 Traceback (most recent call last):
 ...
-rlhf_app.errors.UserError: Unknown prompt set 'nope': use one of cheer, emoji, starter, or a text file with one prompt per line.
+rlhf_app.errors.UserError: Unknown prompt set 'nope': use one of cheer, emoji, pets, starter, or a text file with one prompt per line.
 """
 
 from pathlib import Path
@@ -62,6 +62,16 @@ PROMPT_SETS: dict[str, list[str]] = {
         "Tell me about your favourite holiday.",
         "Write a message cheering on a friend before a race.",
         "What do you think of summer?",
+    ],
+    # Animals, where its answers name some animal or pet word but seldom a cat (wants_topic at 48
+    # tokens: mean 0.38; 0 to 0.89 within every prompt).
+    "pets": [
+        "Write a short story about an animal.",
+        "What animal makes the best companion?",
+        "Describe a lazy afternoon with a pet.",
+        "Suggest a gift for a friend who loves animals.",
+        "What are good names for a new pet?",
+        "Write a poem about a furry friend.",
     ],
 }
 
