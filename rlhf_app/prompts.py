@@ -90,7 +90,7 @@ def load_prompts(spec: str) -> list[str]:
     return prompts
 
 
-def seed_prompts(store, prompts: list[str] = STARTER_PROMPTS) -> None:
-    """Put the starter prompts in the store (once; duplicates are ignored)."""
+def seed_prompts(store, prompts: list[str]) -> None:
+    """Put the configured starter prompts in the store (once; duplicates are ignored)."""
     for p in prompts:
         store.add_prompt(p, source="starter")
