@@ -63,6 +63,9 @@ CONFIGS: dict[str, list[str]] = {
     "ppo-kl-ramp96": ["--kl-ramp-ratings", "96", *OLD_KL],
     "ppo-kl-ramp96-lr2.5e-4-steps4": ["--kl-ramp-ratings", "96", "--ppo.learning-rate", "2.5e-4",
                                       "--ppo.steps-per-round", "4", *OLD_KL],
+    # Room past the default max_kl (8): on the pets prompts 2 of 3 wants_topic runs had spent it by 80-88
+    # ratings and stopped publishing while their reward models still improved.
+    "ppo-max-kl12": ["--max-kl", "12"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
