@@ -66,6 +66,10 @@ CONFIGS: dict[str, list[str]] = {
     # Room past the default max_kl (8): on the pets prompts 2 of 3 wants_topic runs had spent it by 80-88
     # ratings and stopped publishing while their reward models still improved.
     "ppo-max-kl12": ["--max-kl", "12"],
+    # Advantages centred but left on the reward model's scale instead of whitened per step: in a batch of
+    # 8 answers that all do what the rater likes, whitening blows the reward model's small differences up
+    # to unit size, and dislikes_emoji's policy wandered back to emoji at a reward-model accuracy of 0.93-0.98.
+    "ppo-center-advantages": ["--ppo.advantage-norm", "center"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale

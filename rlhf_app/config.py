@@ -108,11 +108,17 @@ class PPOConfig:
     kl_target: float = _f(1.0, "Target KL (nats per answer) to the initial policy for the adaptive controller.")
     kl_horizon: int = _f(200, "Horizon (in samples) of the adaptive KL controller.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
-    whiten_advantages: bool = _f(True, "Normalize advantages to zero mean, unit variance per batch.")
+    advantage_norm: str = _f(
+        "whiten",
+        "How each step's advantages are normalized: 'whiten' (zero mean, unit variance per batch), 'center' "
+        "(zero mean, left on the reward model's scale) or 'none'.",
+    )
 
     def __post_init__(self) -> None:
         if self.clip_coef <= 0:
             raise ValueError("ppo.clip_coef must be > 0")
+        if self.advantage_norm not in ("whiten", "center", "none"):
+            raise ValueError(f"ppo.advantage_norm must be 'whiten', 'center' or 'none', not {self.advantage_norm!r}")
         if self.minibatch_size > self.batch_prompts * self.samples_per_prompt:
             raise ValueError("ppo.minibatch_size cannot exceed batch_prompts * samples_per_prompt")
 

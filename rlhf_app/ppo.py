@@ -90,6 +90,27 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     return torch.where(mask.bool(), whitened, torch.zeros_like(whitened))
 
 
+def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """`PPOConfig.advantage_norm`: 'whiten' (zero mean, unit variance), 'center' (zero mean) or 'none'.
+
+    Whitening is the usual choice, but it sets every step's size alike: once every answer in a
+    batch does what the rater likes, the reward model's small differences between them (mostly
+    noise) are scaled up to unit size. Centred advantages keep the reward model's scale, so such a
+    batch moves the policy little.
+
+    >>> a, m = torch.tensor([0.1, 0.3, 9.0]), torch.tensor([1, 1, 0])
+    >>> [[round(x, 2) for x in normalize_advantages(a, m, how).tolist()] for how in ("whiten", "center", "none")]
+    [[-1.0, 1.0, 0.0], [-0.1, 0.1, 0.0], [0.1, 0.3, 9.0]]
+    """
+    if how == "whiten":
+        return masked_whiten(advantages, mask)
+    if how == "center":
+        return torch.where(mask.bool(), advantages - masked_mean(advantages, mask), torch.zeros_like(advantages))
+    if how == "none":
+        return advantages
+    raise ValueError(f"advantage normalization must be 'whiten', 'center' or 'none', not {how!r}")
+
+
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log pi(token) for each position: logits (..., V), tokens (...) -> (...)."""
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -516,8 +537,7 @@ class PPOTrainer:
         kl_coef = self.kl_ctl.value
         rewards, kl = per_token_rewards(scores, old_logp, ref_logp, mask, kl_coef)  # (B, T)
         advantages, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)  # (B, T)
-        if cfg.whiten_advantages:
-            advantages = masked_whiten(advantages, mask)
+        advantages = normalize_advantages(advantages, mask, cfg.advantage_norm)
 
         # 5. PPO epochs over shuffled minibatches.
         t_update = time.monotonic()

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rlhf_app.config import PPOConfig
 from rlhf_app.ppo import (
     AdaptiveKLController,
     FixedKLController,
@@ -15,6 +16,7 @@ from rlhf_app.ppo import (
     logprobs_from_logits,
     masked_mean,
     masked_whiten,
+    normalize_advantages,
     per_token_rewards,
     ppo_policy_loss,
     value_loss,
@@ -136,6 +138,20 @@ def test_masked_whiten():
     assert close(masked_mean(w, mask), 0.0) and close(masked_mean(w**2, mask), 1.0, tol=1e-4)
     # shift_mean=False keeps the mean, rescales only
     assert close(masked_whiten(x, mask, shift_mean=False), [[3 - 2 / s, 3 - 1 / s, 3.0], [3 + 3 / s, 0.0, 0.0]])
+
+
+def test_whitened_advantages_ignore_the_reward_scale_centred_ones_keep_it():
+    x = torch.tensor([[1.0, 2.0, 3.0], [6.0, 999.0, float("nan")]])
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    for scale in (1e-2, 1.0, 1e3):  # far above the 1e-8 that keeps a constant batch finite
+        assert close(normalize_advantages(x * scale, mask, "whiten"), masked_whiten(x, mask), tol=1e-4)
+        # mean 3: [1 2 3 6] - 3, times the scale; padding is 0 (even where it held NaN)
+        assert close(normalize_advantages(x * scale, mask, "center"), [[-2 * scale, -scale, 0.0], [3 * scale, 0.0, 0.0]])
+    assert normalize_advantages(x, mask, "none") is x
+    with pytest.raises(ValueError, match="center"):
+        normalize_advantages(x, mask, "scale")
+    with pytest.raises(ValueError, match="advantage_norm"):
+        PPOConfig(advantage_norm="scale")
 
 
 def test_masked_mean_ignores_padding_even_nan_but_shows_real_nan():
