@@ -70,6 +70,10 @@ CONFIGS: dict[str, list[str]] = {
     # 8 answers that all do what the rater likes, whitening blows the reward model's small differences up
     # to unit size, and dislikes_emoji's policy wandered back to emoji at a reward-model accuracy of 0.93-0.98.
     "ppo-center-advantages": ["--ppo.advantage-norm", "center"],
+    # A round is published only if the reward model prefers its answers to the live version's
+    # (rlhf_app/acceptance.py): dislikes_emoji's served policy fell from 0.94 to 0.58 over three
+    # published rounds at a reward-model accuracy of 0.93-0.98.
+    "ppo-publish-gate": ["--publish-gate", "true"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale

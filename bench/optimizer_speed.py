@@ -37,11 +37,12 @@ from live_improvement import commit  # noqa: E402
 
 from rlhf_app.config import load_settings  # noqa: E402
 from rlhf_app.models import load_model  # noqa: E402
-from rlhf_app.policy import ServedPolicy, clone_model  # noqa: E402
+from rlhf_app.policy import clone_model  # noqa: E402
 from rlhf_app.prompts import STARTER_PROMPTS  # noqa: E402
 from rlhf_app.raters import get_rater  # noqa: E402
 from rlhf_app.runtime import quiet_offline_env  # noqa: E402
-from rlhf_app.simulate import EVAL_PROMPTS, sample_texts  # noqa: E402
+from rlhf_app.sampling import SamplingParams, sample_texts  # noqa: E402
+from rlhf_app.simulate import EVAL_PROMPTS  # noqa: E402
 from rlhf_app.trainer import make_optimizer, with_new_lora  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -76,9 +77,9 @@ def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int
 
         def oracle_of_served() -> float:
             policy.eval()
-            served = ServedPolicy(policy, base.tokenizer, 0, base.model_id, time.time())
             with torch.no_grad():
-                texts = sample_texts(served, eval_prompts, seed, 48, settings.temperature, settings.top_p)
+                texts = sample_texts(policy, base.tokenizer, eval_prompts,
+                                     SamplingParams(settings.temperature, settings.top_p, 48, seed))
             return statistics.fmean(rater.oracle(t, p) for p, t in zip(eval_prompts, texts))
 
         def reward_fn(prompts, completions, **_):

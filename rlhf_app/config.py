@@ -111,7 +111,10 @@ class PPOConfig:
     advantage_norm: str = _f(
         "whiten",
         "How each step's advantages are normalized: 'whiten' (zero mean, unit variance per batch), 'center' "
-        "(zero mean, left on the reward model's scale) or 'none'.",
+        "(zero mean, left on the reward model's scale) or 'none'. 'center' gained +0.02 where 'whiten' gained "
+        "+0.15 (wants_topic, pets prompts, seed 1; bench/results/live_improvement.md, ppo-center-advantages): "
+        "its gradient norms (2.7-4.0) were clipped to max_grad_norm 1 and AdamW rescales steps, so the advantages' "
+        "scale hardly sets the step size.",
     )
 
     def __post_init__(self) -> None:
@@ -177,6 +180,12 @@ class Settings:
     lora_r: int = _f(16, "LoRA rank of the policy; 0 means full fine-tuning.")
     lora_alpha: int = _f(32, "LoRA alpha of the policy.")
     max_kl: float = _f(8.0, "A round whose KL to the initial policy (nats per answer) exceeds this is discarded.")
+    publish_gate: bool = _f(
+        False,
+        "Publish a round only if the reward model scores its policy's fresh answers at least as high as the "
+        "live version's, on the same prompts and random numbers (rlhf_app/acceptance.py).",
+    )
+    publish_gate_answers: int = _f(8, "Answers each policy gives for the publish_gate comparison.")
     kl_ramp_ratings: int = _f(
         0,
         "0: rounds may spend max_kl from the first rating. n > 0: with r ratings stored, a round stops "
@@ -196,6 +205,8 @@ class Settings:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
         if self.pair_candidates < 2:
             raise ValueError("pair_candidates must be at least 2")
+        if self.publish_gate_answers < 1:
+            raise ValueError("publish_gate_answers must be at least 1")
         if self.kl_ramp_ratings < 0:
             raise ValueError("kl_ramp_ratings must be >= 0 (0 turns the ramp off)")
         if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:

@@ -110,3 +110,17 @@ def sample(
         step_ids = token[:, None]
         mask = torch.cat([mask, (~finished).long()[:, None] | (token == eos_id).long()[:, None]], dim=1)
         positions = torch.cat([positions, positions[:, -1:] + 1], dim=1)
+
+
+def sample_texts(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                 params: SamplingParams, between_tokens: Callable[[], bool] | None = None) -> list[str]:
+    """One decoded answer per prompt, all in one batch, from `params.seed` (for measuring: nothing
+    is streamed or stored). The same seed gives two policies the same random numbers."""
+    rows: list[list[int]] = [[] for _ in prompts]
+    ids = [chat_input_ids(tokenizer, p) for p in prompts]
+    for step in sample(model, ids, params, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                       between_tokens=between_tokens):
+        for row, t in zip(rows, step.tolist()):
+            if not row or row[-1] != tokenizer.eos_token_id:
+                row.append(t)
+    return [tokenizer.decode(r, skip_special_tokens=True) for r in rows]

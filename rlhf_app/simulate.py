@@ -26,9 +26,8 @@ from .config import build_parser, load_settings
 from .prompts import STARTER_PROMPTS, load_prompts
 from .raters import get_rater
 from .reward import base_samples_from_store, normalization
-from .policy import ServedPolicy
 from .runtime import Runtime
-from .sampling import SamplingParams, chat_input_ids, sample
+from .sampling import SamplingParams, sample_texts
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -83,20 +82,6 @@ class SimulationResult:
         return {**asdict(self), "gain": self.gain}
 
 
-def sample_texts(policy: ServedPolicy, prompts: list[str], seed: int, max_new_tokens: int, temperature: float,
-                 top_p: float) -> list[str]:
-    """One answer per prompt from `policy`, all in one batch (measuring only: nothing is stored)."""
-    tok = policy.tokenizer
-    params = SamplingParams(temperature, top_p, max_new_tokens, seed)
-    rows: list[list[int]] = [[] for _ in prompts]
-    ids = [chat_input_ids(tok, p) for p in prompts]
-    for step in sample(policy.model, ids, params, tok.eos_token_id, tok.pad_token_id):
-        for row, t in zip(rows, step.tolist()):
-            if not row or row[-1] != tok.eos_token_id:
-                row.append(t)
-    return [tok.decode(r, skip_special_tokens=True) for r in rows]
-
-
 def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
              best_of_n: int, max_new_tokens: int) -> tuple[float, float | None]:
     """Mean oracle score of fresh answers from the served policy, plain and with best-of-N, on the
@@ -112,7 +97,8 @@ def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, sample
     measured = eval_prompts(load_prompts(s.prompts))
     prompts = [p for p in measured for _ in range(samples_per_prompt)]
     with rt.gate.serving():
-        texts = sample_texts(policy, prompts, seed, max_new_tokens, s.temperature, s.top_p)
+        texts = sample_texts(policy.model, policy.tokenizer, prompts,
+                             SamplingParams(s.temperature, s.top_p, max_new_tokens, seed))
     plain = statistics.fmean(oracle(t, p) for p, t in zip(prompts, texts))
     rm = rt.trainer.reward_model
     if best_of_n <= 1 or rm is None:
@@ -120,7 +106,8 @@ def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, sample
     groups = [p for p in measured for _ in range(max(1, samples_per_prompt // 4))]
     candidates = [p for p in groups for _ in range(best_of_n)]
     with rt.gate.serving():
-        texts = sample_texts(policy, candidates, seed + 1, max_new_tokens, s.temperature, s.top_p)
+        texts = sample_texts(policy.model, policy.tokenizer, candidates,
+                             SamplingParams(s.temperature, s.top_p, max_new_tokens, seed + 1))
     scores = rm.score(candidates, texts)
     best = []
     for g, prompt in enumerate(groups):

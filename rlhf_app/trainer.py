@@ -7,7 +7,8 @@ A round reads top to bottom as the seed's iterative loop:
    the round's steps are done or the policy has spent its KL budget (`kl_budget`: `max_kl`, or,
    with `kl_ramp_ratings` set, a share of it that grows with the number of ratings);
 3. check the result: a round with NaN metrics, or whose KL to the initial policy is over
-   `max_kl`, is discarded and logged, and the served policy stays;
+   `max_kl`, or (with `publish_gate`) whose answers the reward model scores below the live
+   version's (acceptance.py), is discarded and logged, and the served policy stays;
 4. publish: save the new version atomically, record it in SQLite, swap it in for serving.
 
 A round starts after `train_every_ratings` new votes, or `train_every_seconds` after the last
@@ -39,8 +40,8 @@ from .versions import is_adapter, load_for_serving, save_version, version_dir
 
 log = logging.getLogger(__name__)
 
-IDLE, FITTING, OPTIMIZING, PUBLISHING, PAUSED, ERROR = (
-    "idle", "fitting the reward model", "optimizing", "publishing", "paused", "error"
+IDLE, FITTING, OPTIMIZING, CHECKING, PUBLISHING, PAUSED, ERROR = (
+    "idle", "fitting the reward model", "optimizing", "checking", "publishing", "paused", "error"
 )
 
 
@@ -260,6 +261,11 @@ class LiveTrainer:
             reason = f"non-finite metrics: {', '.join(bad)}"
         elif kl > s.max_kl:
             reason = f"KL to the initial policy {kl:.2f} nats is over the bound {s.max_kl}"
+        elif s.publish_gate:
+            metrics.update(self._compare_with_live(prompts, reward_fn, seed, rng))
+            if metrics["gate/gain"] < 0:
+                reason = (f"the reward model scores its answers {metrics['gate/candidate']:.3f} on average, below "
+                          f"the live version's {metrics['gate/live']:.3f}")
         if reason:
             log.warning("round %d discarded: %s", round_id, reason)
             self.store.finish_round(round_id, "discarded", reason=reason, metrics=_finite(metrics),
@@ -273,6 +279,18 @@ class LiveTrainer:
         self.store.finish_round(round_id, "published", metrics=metrics, policy_version=version,
                                 reward_model_version=rm.version)
         return metrics
+
+    def _compare_with_live(self, prompts: list[str], reward_fn, seed: int, rng: random.Random) -> dict:
+        from .acceptance import compare_with_live
+        from .sampling import SamplingParams
+
+        s = self.settings
+        self._set(CHECKING, "comparing its answers with the live version's")
+        length = s.ppo.max_new_tokens if s.algorithm == "ppo" else s.grpo.max_new_tokens
+        params = SamplingParams(s.temperature, s.top_p, length, seed)
+        return compare_with_live(self._trainable, self.holder.current().model, self.base.tokenizer, prompts,
+                                 reward_fn, params, s.publish_gate_answers, rng,
+                                 between_tokens=lambda: self.gate.wait_until_idle() or True)
 
     def _set(self, phase: str, detail: str = "") -> None:
         self.status.phase, self.status.detail = phase, detail
