@@ -64,15 +64,16 @@ CONFIGS: dict[str, list[str]] = {
     "ppo-kl-ramp96-lr2.5e-4-steps4": ["--kl-ramp-ratings", "96", "--ppo.learning-rate", "2.5e-4",
                                       "--ppo.steps-per-round", "4", *OLD_KL],
     # Room past the default max_kl (8): on the pets prompts 2 of 3 wants_topic runs had spent it by 80-88
-    # ratings and stopped publishing while their reward models still improved.
+    # ratings and stopped publishing while their reward models still improved. (Seed 1 replayed unchanged:
+    # it never reached 8 nats inside the budget.)
     "ppo-max-kl12": ["--max-kl", "12"],
     # Advantages centred but left on the reward model's scale instead of whitened per step: in a batch of
     # 8 answers that all do what the rater likes, whitening blows the reward model's small differences up
-    # to unit size, and dislikes_emoji's policy wandered back to emoji at a reward-model accuracy of 0.93-0.98.
+    # to unit size, and dislikes_emoji's policy wandered back to emoji at a reward-model accuracy of 0.93-0.96.
     "ppo-center-advantages": ["--ppo.advantage-norm", "center"],
     # A round is published only if the reward model prefers its answers to the live version's
     # (rlhf_app/acceptance.py): dislikes_emoji's served policy fell from 0.94 to 0.58 over three
-    # published rounds at a reward-model accuracy of 0.93-0.98.
+    # published rounds at a reward-model accuracy of 0.93-0.96.
     "ppo-publish-gate": ["--publish-gate", "true"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],

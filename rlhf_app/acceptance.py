@@ -3,7 +3,7 @@
 Without this check every round under `max_kl` is published, and a version can serve worse answers
 than the one it replaces: PPO steps a fixed distance each round (AdamW, clipped gradients) whether
 or not the batch still has anything to teach, and on dislikes_emoji the served policy's score fell
-from 0.94 to 0.58 over three rounds while its reward models agreed with 93-98% of held-out ratings.
+from 0.94 to 0.58 over three rounds while its reward models agreed with 93-96% of held-out ratings.
 
 Both policies answer the same prompts with the same random numbers, so where they agree they give
 the same answer and the difference in mean reward is the policies', not the draw's. The round is

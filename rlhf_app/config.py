@@ -183,7 +183,9 @@ class Settings:
     publish_gate: bool = _f(
         False,
         "Publish a round only if the reward model scores its policy's fresh answers at least as high as the "
-        "live version's, on the same prompts and random numbers (rlhf_app/acceptance.py).",
+        "live version's, on the same prompts and random numbers (rlhf_app/acceptance.py). Off: dislikes_emoji "
+        "gained +0.74 with it against +0.37 (seed 0), wants_topic +0.16 and +0.09 against +0.19 and +0.15 "
+        "(seeds 0, 1), its extra answers slowing the loop (bench/results/live_improvement.md, ppo-publish-gate).",
     )
     publish_gate_answers: int = _f(8, "Answers each policy gives for the publish_gate comparison.")
     kl_ramp_ratings: int = _f(
