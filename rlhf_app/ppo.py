@@ -95,8 +95,8 @@ def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor, how: str)
 
     Whitening is the usual choice, but it sets every step's size alike: once every answer in a
     batch does what the rater likes, the reward model's small differences between them (mostly
-    noise) are scaled up to unit size. Centred advantages keep the reward model's scale, so such a
-    batch moves the policy little.
+    noise) are scaled up to unit size. Centred advantages keep the reward model's scale; with AdamW
+    and clipped gradients that barely changed the step size in a live run (`PPOConfig.advantage_norm`).
 
     >>> a, m = torch.tensor([0.1, 0.3, 9.0]), torch.tensor([1, 1, 0])
     >>> [[round(x, 2) for x in normalize_advantages(a, m, how).tolist()] for how in ("whiten", "center", "none")]
