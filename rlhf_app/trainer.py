@@ -41,7 +41,8 @@ from .versions import is_adapter, load_for_serving, save_version, version_dir
 log = logging.getLogger(__name__)
 
 IDLE, FITTING, OPTIMIZING, CHECKING, PUBLISHING, PAUSED, ERROR = (
-    "idle", "fitting the reward model", "optimizing", "checking", "publishing", "paused", "error"
+    "idle", "fitting the reward model", "optimizing", "comparing with the live version", "publishing", "paused",
+    "error",
 )
 
 
@@ -285,7 +286,7 @@ class LiveTrainer:
         from .sampling import SamplingParams
 
         s = self.settings
-        self._set(CHECKING, "comparing its answers with the live version's")
+        self._set(CHECKING)
         length = s.ppo.max_new_tokens if s.algorithm == "ppo" else s.grpo.max_new_tokens
         params = SamplingParams(s.temperature, s.top_p, length, seed)
         return compare_with_live(self._trainable, self.holder.current().model, self.base.tokenizer, prompts,
