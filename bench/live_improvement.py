@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -121,10 +122,16 @@ def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, prompts
                "--eval-samples", str(eval_samples),
                "--wall-budget", str(wall_budget_s), "--out", str(out), *CONFIGS[config]]
         t0, c0 = time.time(), os.times()
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _, stderr = proc.communicate(timeout=timeout_s)
+        finally:  # a timeout, Ctrl-C or SIGTERM must not leave the run training on in the background
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         c1 = os.times()
         if proc.returncode != 0:
-            return {"error": proc.stderr[-3000:], "wall_s": time.time() - t0}
+            return {"error": stderr[-3000:], "wall_s": time.time() - t0}
         result = json.loads(out.read_text())
         result["wall_s"] = time.time() - t0
         result["cpu_s"] = (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)
@@ -237,6 +244,7 @@ def main() -> int:
     ap.add_argument("--report", action="store_true", help="Only write the table and plot.")
     ap.add_argument("--rerun", action="store_true", help="Run again what has run (after a code change).")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so run_one stops its subprocess
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.report:
         print(report())
