@@ -57,6 +57,7 @@ CONFIGS: dict[str, list[str]] = {
     "grpo-default": ["--algorithm", "grpo"],
     "grpo-lr5e-4": ["--algorithm", "grpo", "--grpo.learning-rate", "5e-4"],
     "bon-default": ["--algorithm", "bon"],
+    "bon-lr2e-4": ["--algorithm", "bon", "--bon.learning-rate", "2e-4"],
 }
 
 
