@@ -58,6 +58,7 @@ CONFIGS: dict[str, list[str]] = {
     "grpo-lr5e-4": ["--algorithm", "grpo", "--grpo.learning-rate", "5e-4"],
     "bon-default": ["--algorithm", "bon"],
     "bon-lr2e-4": ["--algorithm", "bon", "--bon.learning-rate", "2e-4"],
+    "bon-kl1": ["--algorithm", "bon", "--bon.kl-coef", "1.0"],
 }
 
 

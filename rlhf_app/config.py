@@ -154,6 +154,12 @@ class BestOfNSettings:
     temperature: float = _f(1.0, "Sampling temperature of the answers sampled for training.")
     learning_rate: float = _f(5e-4, "AdamW learning rate of the LoRA weights.")
     epochs: int = _f(2, "AdamW steps on each step's kept answers.")
+    kl_coef: float = _f(
+        0.0,
+        "Weight of the KL to the initial policy (nats per token, whole next-token distributions at the kept "
+        "answers' positions) added to the fine-tuning loss; holds back the sharpening that fine-tuning on "
+        "its own samples causes. 0: none.",
+    )
     minibatch_size: int = _f(4, "Answers per forward pass when measuring KL (memory, not the math).")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
 

@@ -71,6 +71,18 @@ def test_step_trains_on_the_best_answers_and_measures_kl_before_its_update(tiny)
     assert not policy.training
 
 
+def test_kl_coef_holds_the_policy_closer_to_the_reference(tiny, tiny_model_dir, tmp_path):
+    from rlhf_app.models import load_model
+
+    kls = {}
+    for kl_coef, loaded in [(0.0, tiny), (5.0, load_model(str(tiny_model_dir), tmp_path / "b", device="cpu"))]:
+        trainer = BestOfNTrainer(make_policy(loaded, "lora", 0), loaded.tokenizer, config(kl_coef=kl_coef), seed=0)
+        steps = [trainer.step(PROMPTS, positive_reward) for _ in range(5)]
+        assert all(s["bon/kl_penalty"] > 0 for s in steps[1:]) == (kl_coef > 0)
+        kls[kl_coef] = steps[-1]["kl/ref"]
+    assert kls[5.0] < 0.7 * kls[0.0], kls
+
+
 def test_yields_to_serving_and_a_nan_reward_leaves_weights_usable(tiny):
     class CountingGate(ServingGate):
         calls = 0
