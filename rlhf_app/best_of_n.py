@@ -42,14 +42,15 @@ from .ppo import (
     SAMPLES_KEY,
     RewardFn,
     answer_forward,
-    answer_mask,
+    answer_metrics,
     entropy_from_logits,
     kl_from_logits,
     masked_mean,
     reference,
-    rollout,
+    sample_rollout,
+    score_answers,
+    step_generator,
 )
-from .sampling import chat_input_ids, left_pad
 
 
 def chosen_indices(scores: torch.Tensor, samples_per_prompt: int) -> torch.Tensor:
@@ -120,30 +121,22 @@ class BestOfNTrainer:
         waited0 = self.gate.waited_s if self.gate is not None else 0.0
         cfg, tok = self.config, self.tokenizer
         progress = on_progress or (lambda phase: None)
-        generator = torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + self.step_count) % 2**63)
+        generator = step_generator(self.seed, self.step_count)
         self.step_count += 1
 
         progress("sampling")
         self.policy.eval()
-        prompt_of = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
-        queries = [chat_input_ids(tok, p) for p in prompt_of]
-        answers = rollout(self.policy, tok, queries, cfg.temperature, cfg.max_new_tokens, generator,
-                          self._yield_to_serving).to(self.device)  # (B, T)
+        batch = sample_rollout(self.policy, tok, prompts, cfg.samples_per_prompt, cfg.temperature,
+                               cfg.max_new_tokens, generator, self._yield_to_serving)
+        answers, mask, input_ids, attention_mask = batch.answers, batch.mask, batch.input_ids, batch.attention_mask
         B, T = answers.shape
-        mask = answer_mask(answers, tok.eos_token_id)
-        completions = [tok.decode(a[m].tolist(), skip_special_tokens=True) for a, m in zip(answers, mask)]
         t_sampled = time.monotonic()
 
         progress("scoring")
-        scores = torch.tensor([float(s) for s in reward_fn(prompt_of, completions)], dtype=torch.float32)
-        if scores.shape != (B,):
-            raise ValueError(f"reward_fn returned {scores.numel()} scores for {B} completions")
+        scores = score_answers(reward_fn, batch)
         chosen = chosen_indices(scores, cfg.samples_per_prompt).to(self.device)
         t_scored = time.monotonic()
 
-        prompt_ids, prompt_mask = left_pad(queries, tok.pad_token_id)
-        input_ids = torch.cat([prompt_ids.to(self.device), answers], dim=1)  # (B, P + T)
-        attention_mask = torch.cat([prompt_mask.to(self.device), mask.long()], dim=1)
         kl, entropy = [], []
         with torch.no_grad():
             for i in range(0, B, cfg.minibatch_size):  # chunks: (B, T, V) logits of a real vocab are big
@@ -190,10 +183,8 @@ class BestOfNTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.policy.eval()
 
-        lengths = mask.sum(-1).float()
         return {
-            "reward/mean": scores.mean().item(),
-            "reward/std": scores.std().item() if B > 1 else 0.0,
+            **answer_metrics(batch, scores, tok.eos_token_id),
             "reward/chosen": scores[chosen.cpu()].mean().item(),
             "bon/loss": sum(losses) / len(losses),
             "bon/kl_penalty": sum(penalties) / len(penalties) if penalties else 0.0,
@@ -201,13 +192,11 @@ class BestOfNTrainer:
             "bon/skipped_updates": skipped,
             "bon/entropy": masked_mean(entropy, mask).item(),
             "kl/ref": (kl * mask).sum(-1).mean().item(),
-            "answer/length": lengths.mean().item(),
-            "answer/eos_rate": (answers == tok.eos_token_id).any(-1).float().mean().item(),
             "time/step_s": time.monotonic() - t0,
             "time/sample_s": t_sampled - t0,
             "time/score_s": t_scored - t_sampled,
             "time/logprobs_s": t_update - t_scored,
             "time/update_s": time.monotonic() - t_update,
             "time/waited_s": (self.gate.waited_s - waited0) if self.gate is not None else 0.0,
-            SAMPLES_KEY: {"prompts": prompt_of, "completions": completions, "scores": scores.tolist()},
+            SAMPLES_KEY: {"prompts": batch.prompts, "completions": batch.completions, "scores": scores.tolist()},
         }

@@ -31,6 +31,7 @@ import contextlib
 import copy
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -309,22 +310,71 @@ class FixedKLController:
 
 
 # --------------------------------------------------------------------------------------------
-# Model passes shared with best_of_n.py: sampling answers and reading their log-probabilities.
+# Model passes shared with best_of_n.py: sampling and scoring answers, reading their log-probabilities.
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Rollout:
+    """A step's sampled answers, laid out for the forward passes. B answers, T answer tokens."""
+
+    prompts: list[str]
+    """The prompt of each answer."""
+    completions: list[str]
+    answers: torch.Tensor
+    """(B, T) sampled tokens, pad after each EOS."""
+    mask: torch.Tensor
+    """(B, T) bool, true up to and including each answer's first EOS (`answer_mask`)."""
+    input_ids: torch.Tensor
+    """(B, P + T): left-padded prompt, then the answer."""
+    attention_mask: torch.Tensor
+
+
 @torch.no_grad()
-def rollout(policy: nn.Module, tokenizer: PreTrainedTokenizerBase, queries: list[list[int]], temperature: float,
-            max_new_tokens: int, generator: torch.Generator, between_tokens: Callable[[], bool]) -> torch.Tensor:
-    """Sampled answer tokens, (B, T), pad after each EOS.
+def sample_rollout(policy: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[str], per_prompt: int,
+                   temperature: float, max_new_tokens: int, generator: torch.Generator,
+                   between_tokens: Callable[[], bool]) -> Rollout:
+    """`per_prompt` answers to each of `prompts`, sampled in one batch.
 
     top_p is 1: the log-probs computed afterwards are those of the full softmax; truncating the
     sampling distribution would make them wrong for every token.
     """
+    device = next(policy.parameters()).device
+    prompt_of = [p for p in prompts for _ in range(per_prompt)]
+    queries = [chat_input_ids(tokenizer, p) for p in prompt_of]
     params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
-    tokens = list(sample(policy, queries, params, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                         generator=generator, between_tokens=between_tokens))
-    return torch.stack(tokens, dim=1)
+    steps = sample(policy, queries, params, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
+                   generator=generator, between_tokens=between_tokens)
+    answers = torch.stack(list(steps), dim=1).to(device)
+    mask = answer_mask(answers, tokenizer.eos_token_id)
+    completions = [tokenizer.decode(a[m].tolist(), skip_special_tokens=True) for a, m in zip(answers, mask)]
+    prompt_ids, prompt_mask = left_pad(queries, tokenizer.pad_token_id)
+    return Rollout(prompt_of, completions, answers, mask,
+                   input_ids=torch.cat([prompt_ids.to(device), answers], dim=1),
+                   attention_mask=torch.cat([prompt_mask.to(device), mask.long()], dim=1))
+
+
+def score_answers(reward_fn: RewardFn, batch: Rollout) -> torch.Tensor:
+    """(B,) float32 scores, one per answer, on the CPU."""
+    scores = torch.tensor([float(s) for s in reward_fn(batch.prompts, batch.completions)], dtype=torch.float32)
+    if scores.shape != (len(batch.completions),):
+        raise ValueError(f"reward_fn returned {scores.numel()} scores for {len(batch.completions)} completions")
+    return scores
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The sampling generator of an optimizer's step `step`: the same seed replays the same run."""
+    return torch.Generator(device="cpu").manual_seed((seed * 1_000_003 + step) % 2**63)
+
+
+def answer_metrics(batch: Rollout, scores: torch.Tensor, eos_id: int) -> dict[str, float]:
+    """`reward/mean`, `reward/std`, `answer/length` (tokens, EOS included), `answer/eos_rate`."""
+    return {
+        "reward/mean": scores.mean().item(),
+        "reward/std": scores.std().item() if scores.numel() > 1 else 0.0,
+        "answer/length": batch.mask.sum(-1).float().mean().item(),
+        "answer/eos_rate": (batch.answers == eos_id).any(-1).float().mean().item(),
+    }
 
 
 def answer_forward(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_answer: int,
@@ -465,11 +515,6 @@ class PPOTrainer:
             logp, logits, _ = answer_forward(model, input_ids, attention_mask, n_answer, self.config.temperature)
         return logp, logits
 
-    def _rollout(self, queries: list[list[int]], generator: torch.Generator) -> torch.Tensor:
-        """Sampled answer tokens, (B, T), pad after each EOS."""
-        return rollout(self.policy, self.tokenizer, queries, self.config.temperature, self.config.max_new_tokens,
-                       generator, self._yield_to_serving)
-
     # -- one PPO step --------------------------------------------------------------------------
 
     def step(
@@ -510,32 +555,24 @@ class PPOTrainer:
         waited0 = self.gate.waited_s if self.gate is not None else 0.0
         cfg, tok = self.config, self.tokenizer
         progress = on_progress or (lambda phase: None)
-        generator = torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + self.step_count) % 2**63)
+        generator = step_generator(self.seed, self.step_count)
         self.step_count += 1
 
         # 1. Rollout: samples_per_prompt answers per prompt, from the current policy.
         progress("sampling")
         self.policy.eval()
-        prompt_of = [p for p in prompts for _ in range(cfg.samples_per_prompt)]
-        queries = [chat_input_ids(tok, p) for p in prompt_of]
-        answers = self._rollout(queries, generator).to(self.device)  # (B, T)
+        batch = sample_rollout(self.policy, tok, prompts, cfg.samples_per_prompt, cfg.temperature,
+                               cfg.max_new_tokens, generator, self._yield_to_serving)
+        answers, mask, input_ids, attention_mask = batch.answers, batch.mask, batch.input_ids, batch.attention_mask
         B, T = answers.shape
-        mask = answer_mask(answers, tok.eos_token_id)  # (B, T) EOS included
-        completions = [tok.decode(a[m].tolist(), skip_special_tokens=True) for a, m in zip(answers, mask)]
         t_sampled = time.monotonic()
 
         # 2. Score: one number per answer.
         progress("scoring")
-        scores = torch.tensor([float(s) for s in reward_fn(prompt_of, completions)], dtype=torch.float32)
-        if scores.shape != (B,):
-            raise ValueError(f"reward_fn returned {scores.numel()} scores for {B} completions")
-        scores = scores.to(self.device)
+        scores = score_answers(reward_fn, batch).to(self.device)
         t_scored = time.monotonic()
 
         # 3. Old log-probs, reference log-probs and values: what the update is measured against.
-        prompt_ids, prompt_mask = left_pad(queries, tok.pad_token_id)
-        input_ids = torch.cat([prompt_ids.to(self.device), answers], dim=1)  # (B, P + T)
-        attention_mask = torch.cat([prompt_mask.to(self.device), mask.long()], dim=1)  # (B, P + T)
         old_logp, values, entropy, ref_logp, full_kl = [], [], [], [], []
         with torch.no_grad():
             for i in range(0, B, cfg.minibatch_size):  # chunks: (B, T, V) logits of a real vocab are big
@@ -602,10 +639,8 @@ class PPOTrainer:
         if math.isfinite(kl_ref):
             self.kl_ctl.update(kl_ref, n_steps=B)
 
-        lengths = mask.sum(-1).float()  # (B,)
         metrics: dict[str, Any] = {
-            "reward/mean": scores.mean().item(),
-            "reward/std": scores.std().item() if B > 1 else 0.0,
+            **answer_metrics(batch, scores, tok.eos_token_id),
             "ppo/policy_loss": _mean_keep_nan(stats["policy_loss"]),
             "ppo/value_loss": _mean_keep_nan(stats["value_loss"]),
             "ppo/approx_kl": _mean_keep_nan(stats["approx_kl"]),
@@ -617,14 +652,12 @@ class PPOTrainer:
             "kl/ref": kl_ref,
             "kl/ref_sampled": kl.sum(-1).mean().item(),
             "kl/coef": kl_coef,
-            "answer/length": lengths.mean().item(),
-            "answer/eos_rate": (answers == tok.eos_token_id).any(-1).float().mean().item(),
             "time/step_s": time.monotonic() - t0,
             "time/sample_s": t_sampled - t0,
             "time/score_s": t_scored - t_sampled,
             "time/logprobs_s": t_update - t_scored,
             "time/update_s": time.monotonic() - t_update,
             "time/waited_s": (self.gate.waited_s - waited0) if self.gate is not None else 0.0,
-            SAMPLES_KEY: {"prompts": prompt_of, "completions": completions, "scores": scores.tolist()},
+            SAMPLES_KEY: {"prompts": batch.prompts, "completions": batch.completions, "scores": scores.tolist()},
         }
         return metrics
