@@ -56,9 +56,9 @@ CONFIGS: dict[str, list[str]] = {
     "ppo-lr1e-3": ["--ppo.learning-rate", "1e-3"],
     "grpo-default": ["--algorithm", "grpo"],
     "grpo-lr5e-4": ["--algorithm", "grpo", "--grpo.learning-rate", "5e-4"],
-    "bon-default": ["--algorithm", "bon"],
+    "bon-lr5e-4": ["--algorithm", "bon", "--bon.learning-rate", "5e-4"],
     "bon-lr2e-4": ["--algorithm", "bon", "--bon.learning-rate", "2e-4"],
-    "bon-kl1": ["--algorithm", "bon", "--bon.kl-coef", "1.0"],
+    "bon-lr5e-4-kl1": ["--algorithm", "bon", "--bon.learning-rate", "5e-4", "--bon.kl-coef", "1.0"],
 }
 
 

@@ -13,15 +13,19 @@ of the theory this app comes from: best-of-N selection by the reward model, repe
    on the policy's own best answers), minus `kl_coef` times the KL to the reference of the
    whole next-token distributions at those answers' positions.
 
-The KL term is there because fine-tuning on its own samples sharpens a policy: on a perfect reward
-(bench/optimizer_speed.py) 12 steps without it gained +0.78 but went 39 nats from the initial
-policy, 2.3 nats after 4 steps and 13.8 after 8, far past `max_kl`.
+Fine-tuning on its own samples sharpens a policy: on a perfect reward (bench/optimizer_speed.py)
+12 steps at lr 5e-4 gained +0.78 but went 39 nats from the initial policy (2.3 after 4 steps, 13.8
+after 8), far past `max_kl`. At the default lr 2e-4 they gained +0.40 at 7 nats. The KL term
+(`kl_coef`, off by default) is the other brake: at 1 it held the policy at 2 nats, and its gain too.
 
-Why it can beat PPO here: the served policy's best-of-4 has gained more than PPO's policy in most
-live runs (`bench/results/live_improvement.md`, best-of-N gain), so moving the policy towards its
-own best-of-N is a target the reward model already reaches. Training only on the policy's own
-samples spends little KL: a policy equal to its best-of-N is at most log N - (N-1)/N nats away per
-step (0.64 for N = 4). Nothing needs a value head or a learned baseline.
+Why try it: the served policy's best-of-4 gained more than PPO's policy in most live runs
+(`bench/results/live_improvement.md`, best-of-N gain), so the policy's own best-of-N is a target the
+reward model already reaches; a policy equal to its best-of-N is at most log N - (N-1)/N nats away
+per step (0.64 for N = 4); and nothing needs a value head or a learned baseline. What it did live
+(`bon-lr2e-4`, seed 0 unless said): dislikes_emoji +0.76 (PPO +0.37), steadily; prefers_shorter
++0.07 (PPO +0.37), because the best of 4 answers is only a little shorter than the rest;
+wants_topic on the pets prompts -0.10 on seed 1 (PPO +0.15), where the reward model's errors are
+what it distilled. PPO stays the default.
 
 >>> chosen_indices(torch.tensor([0.1, 0.9, 0.3, 0.5, 0.5, 0.2]), samples_per_prompt=3)
 tensor([1, 3])
