@@ -12,10 +12,9 @@ import torch
 
 from rlhf_app.best_of_n import BestOfNTrainer, chosen_indices
 from rlhf_app.config import BestOfNSettings
-from rlhf_app.policy import ServingGate
 from rlhf_app.ppo import SAMPLES_KEY
 from rlhf_app.runtime import Runtime
-from tests.test_ppo_learning import PROMPTS, make_policy, positive_rate, positive_reward
+from tests.test_ppo_learning import PROMPTS, CountingGate, make_policy, positive_rate, positive_reward
 from tests.test_trainer import rate_some, settings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -84,13 +83,6 @@ def test_kl_coef_holds_the_policy_closer_to_the_reference(tiny, tiny_model_dir, 
 
 
 def test_yields_to_serving_and_a_nan_reward_leaves_weights_usable(tiny):
-    class CountingGate(ServingGate):
-        calls = 0
-
-        def wait_until_idle(self, timeout=None):
-            self.calls += 1
-            return super().wait_until_idle(timeout)
-
     gate = CountingGate()
     policy = make_policy(tiny, "lora", seed=0)
     trainer = BestOfNTrainer(policy, tiny.tokenizer, config(epochs=2), gate=gate, seed=0)

@@ -146,14 +146,17 @@ def test_step_changes_trainable_weights_only_and_kl_grows_from_zero(tiny, kind):
     assert not policy.training  # the caller serves copies of it
 
 
+class CountingGate(ServingGate):
+    """A serving gate that counts how often the trainer checked it."""
+
+    calls = 0
+
+    def wait_until_idle(self, timeout=None):
+        self.calls += 1
+        return super().wait_until_idle(timeout)
+
+
 def test_metrics_progress_and_yielding_to_serving(tiny):
-    class CountingGate(ServingGate):
-        calls = 0
-
-        def wait_until_idle(self, timeout=None):
-            self.calls += 1
-            return super().wait_until_idle(timeout)
-
     gate = CountingGate()
     cfg = config("lora", ppo_epochs=2, minibatch_size=4)
     trainer = PPOTrainer(make_policy(tiny, "lora", 0), tiny.tokenizer, cfg, gate=gate, seed=0)
