@@ -24,8 +24,8 @@ reward model already reaches; a policy equal to its best-of-N is at most log N -
 per step (0.64 for N = 4); and nothing needs a value head or a learned baseline. What it did live
 (`bon-lr2e-4`, seed 0 unless said): dislikes_emoji +0.76 (PPO +0.37), steadily; prefers_shorter
 +0.07 (PPO +0.37), because the best of 4 answers is only a little shorter than the rest;
-wants_topic on the pets prompts +0.28 on seed 0 (PPO +0.19) and -0.10 on seed 1 (PPO +0.15),
-where the reward model's errors are what it distilled. PPO stays the default.
+wants_topic on the pets prompts +0.28 / -0.10 / -0.03 on seeds 0 / 1 / 2 (PPO +0.19 / +0.15 /
++0.28), where the reward model's errors are what it distilled. PPO stays the default.
 
 >>> chosen_indices(torch.tensor([0.1, 0.9, 0.3, 0.5, 0.5, 0.2]), samples_per_prompt=3)
 tensor([1, 3])
