@@ -48,6 +48,7 @@ from .ppo import (
     answer_forward,
     answer_metrics,
     entropy_from_logits,
+    is_peft,
     kl_from_logits,
     masked_mean,
     reference,
@@ -86,8 +87,7 @@ class BestOfNTrainer:
             raise ValueError("the tokenizer needs a pad token distinct from EOS (see models.fix_pad_token)")
         self.policy, self.tokenizer, self.config, self.gate, self.seed = policy, tokenizer, config, gate, seed
         self.step_count = 0
-        is_peft = hasattr(policy, "disable_adapter") and hasattr(policy, "peft_config")
-        if not is_peft and ref_model is None:
+        if not is_peft(policy) and ref_model is None:
             raise ValueError("full fine-tuning needs ref_model, the frozen initial policy")
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
@@ -141,7 +141,7 @@ class BestOfNTrainer:
         chosen = chosen_indices(scores, cfg.samples_per_prompt).to(self.device)
         t_scored = time.monotonic()
 
-        kl, entropy = [], []
+        kl, entropy, chosen_ref = [], [], []
         with torch.no_grad():
             for i in range(0, B, cfg.minibatch_size):  # chunks: (B, T, V) logits of a real vocab are big
                 self._yield_to_serving()
@@ -152,17 +152,15 @@ class BestOfNTrainer:
                     _, ref_logits, _ = answer_forward(model, ids, am, T, cfg.temperature)
                 kl.append(kl_from_logits(logits, ref_logits))
                 entropy.append(entropy_from_logits(logits))
+                if cfg.kl_coef > 0:  # the kept answers' reference distributions, for the KL term
+                    here = chosen[(chosen >= i) & (chosen < i + cfg.minibatch_size)]
+                    chosen_ref.append(ref_logits[here - i])
         kl, entropy = torch.cat(kl), torch.cat(entropy)  # (B, T)
+        ref_logits = torch.cat(chosen_ref) if chosen_ref else None  # rows in `chosen` order (ascending)
 
         t_update = time.monotonic()
         progress("update")
         ids, am, m = input_ids[chosen], attention_mask[chosen], mask[chosen]
-        ref_logits = None
-        if cfg.kl_coef > 0:
-            with torch.no_grad():
-                model, scope = reference(self.policy, self.ref_model)
-                with scope:
-                    _, ref_logits, _ = answer_forward(model, ids, am, T, cfg.temperature)
         self.policy.train()
         losses, penalties, norms, skipped = [], [], [], 0
         try:

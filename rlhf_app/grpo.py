@@ -57,6 +57,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from .config import GRPOSettings
 from .policy import ServingGate
+from .ppo import is_peft
 
 SAMPLES_KEY = "samples"
 """Key of the step's raw samples in the metrics dict, as in `ppo.py`; pop it before logging numbers."""
@@ -205,14 +206,6 @@ def _skip_gc_at_train_start(accelerator: Any) -> None:
     accelerator.free_memory = free_memory
 
 
-def _is_peft(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
-    return isinstance(model, PeftModel)
-
-
 class _StepCallback(TrainerCallback):
     """Yield to serving around the step, report progress, and keep TRL's per-step logs."""
 
@@ -281,7 +274,7 @@ class GRPORunner:
         self.gate = gate
         self.seed = seed
         self.step_count = 0
-        self.is_peft = _is_peft(policy)
+        self.is_peft = is_peft(policy)
         if self.is_peft:
             if ref_model is not None:
                 raise ValueError("with a PeftModel the reference is the base model (adapter off); drop ref_model")

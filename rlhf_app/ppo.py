@@ -305,11 +305,6 @@ class FixedKLController:
 
 
 # --------------------------------------------------------------------------------------------
-# The value head and the trainer.
-# --------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------
 # Model passes shared with best_of_n.py: sampling and scoring answers, reading their log-probabilities.
 # --------------------------------------------------------------------------------------------
 
@@ -409,6 +404,11 @@ def reference(policy: nn.Module, ref_model: nn.Module | None) -> tuple[nn.Module
     return policy, policy.disable_adapter()
 
 
+# --------------------------------------------------------------------------------------------
+# The value head and the trainer.
+# --------------------------------------------------------------------------------------------
+
+
 class ValueHead(nn.Module):
     """V(s_t) from the policy's last hidden state: one Linear, (B, T, H) -> (B, T).
 
@@ -427,7 +427,8 @@ class ValueHead(nn.Module):
         return self.summary(hidden_states.to(self.summary.weight.dtype)).squeeze(-1)
 
 
-def _is_peft(model: nn.Module) -> bool:
+def is_peft(model: nn.Module) -> bool:
+    """True for a peft `PeftModel` (LoRA): its reference policy is itself with the adapter off."""
     try:
         from peft import PeftModel
     except ImportError:  # pragma: no cover - peft is a dependency, but keep the plain path working
@@ -472,7 +473,7 @@ class PPOTrainer:
         self.gate = gate
         self.seed = seed
         self.step_count = 0
-        self.is_peft = _is_peft(policy)
+        self.is_peft = is_peft(policy)
         if not self.is_peft and ref_model is None:
             ref_model = copy.deepcopy(policy)
         if ref_model is not None:
