@@ -79,6 +79,9 @@ CONFIGS: dict[str, list[str]] = {
     # 8 answers that all do what the rater likes, whitening blows the reward model's small differences up
     # to unit size, and dislikes_emoji's policy wandered back to emoji at a reward-model accuracy of 0.93-0.96.
     "ppo-center-advantages": ["--ppo.advantage-norm", "center"],
+    # Each answer's score against its sibling's (RLOO): the pets prompts differ in how easily their
+    # answers mention cats, and whitened across the batch that difference was most of the advantage.
+    "ppo-prompt-baseline": ["--ppo.score-baseline", "prompt"],
     # A round is published only if the reward model prefers its answers to the live version's
     # (rlhf_app/acceptance.py): dislikes_emoji's served policy fell from 0.94 to 0.58 over three
     # published rounds at a reward-model accuracy of 0.93-0.96.

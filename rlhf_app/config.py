@@ -120,7 +120,16 @@ class PPOConfig:
         "scale hardly sets the step size.",
     )
 
+    score_baseline: str = _f(
+        "none",
+        "'none': the reward model's scores go into the rewards as they are. 'prompt': each minus the mean "
+        "score of the other answers to the same prompt in the step (RLOO), so a step learns what makes one "
+        "answer better than another to the same question, not which prompts score high.",
+    )
+
     def __post_init__(self) -> None:
+        if self.score_baseline not in ("none", "prompt"):
+            raise ValueError(f"ppo.score_baseline must be 'none' or 'prompt', not {self.score_baseline!r}")
         if self.clip_coef <= 0:
             raise ValueError("ppo.clip_coef must be > 0")
         if self.advantage_norm not in ("whiten", "center", "none"):

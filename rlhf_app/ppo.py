@@ -112,6 +112,29 @@ def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor, how: str)
     raise ValueError(f"advantage normalization must be 'whiten', 'center' or 'none', not {how!r}")
 
 
+def prompt_baseline(scores: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+    """Each score minus the mean score of the other answers to the same prompt (RLOO, Ahmadian et
+    al. 2024); an answer with no sibling keeps its score.
+
+    Why: a batch mixes prompts whose answers all score high ("good names for a new pet?") with
+    prompts whose answers all score low; whitened across the batch, that difference becomes the
+    advantage, and a step raises every answer to the easy prompt, spending KL on nothing the
+    rater asked for. Against its siblings, an answer is pushed only by how it differs from
+    another answer to the same question: the comparison a reward model of ratings can make.
+
+    >>> [round(x, 2) for x in prompt_baseline(torch.tensor([0.9, 0.7, 0.2, 0.1, 0.5]), list("aabbc")).tolist()]
+    [0.2, -0.2, 0.1, -0.1, 0.5]
+    """
+    out = scores.clone()
+    for p in set(prompts):
+        idx = torch.tensor([i for i, q in enumerate(prompts) if q == p], device=scores.device)
+        k = idx.numel()
+        if k > 1:
+            group = scores[idx]
+            out[idx] = group - (group.sum() - group) / (k - 1)
+    return out
+
+
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log pi(token) for each position: logits (..., V), tokens (...) -> (...)."""
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -591,7 +614,8 @@ class PPOTrainer:
 
         # 4. Per-token rewards (KL penalty + score at the end), then advantages.
         kl_coef = self.kl_ctl.value
-        rewards, kl = per_token_rewards(scores, old_logp, ref_logp, mask, kl_coef)  # (B, T)
+        shaped = prompt_baseline(scores, batch.prompts) if cfg.score_baseline == "prompt" else scores
+        rewards, kl = per_token_rewards(shaped, old_logp, ref_logp, mask, kl_coef)  # (B, T)
         advantages, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.gae_lambda)  # (B, T)
         advantages = normalize_advantages(advantages, mask, cfg.advantage_norm)
 
