@@ -18,6 +18,7 @@ from rlhf_app.ppo import (
     masked_whiten,
     normalize_advantages,
     per_token_rewards,
+    prompt_baseline,
     ppo_policy_loss,
     value_loss,
 )
@@ -152,6 +153,17 @@ def test_whitened_advantages_ignore_the_reward_scale_centred_ones_keep_it():
         normalize_advantages(x, mask, "scale")
     with pytest.raises(ValueError, match="advantage_norm"):
         PPOConfig(advantage_norm="scale")
+
+
+def test_prompt_baseline_is_each_score_minus_its_siblings_mean():
+    scores = torch.tensor([1.0, 4.0, 7.0, 2.0, 5.0, 3.0])
+    prompts = ["a", "a", "a", "b", "c", "b"]  # b's answers are not adjacent; c has none to compare with
+    # a: 1 - (4+7)/2, 4 - (1+7)/2, 7 - (1+4)/2; b: 2 - 3, 3 - 2; c unchanged
+    assert close(prompt_baseline(scores, prompts), [-4.5, 0.0, 4.5, -1.0, 5.0, 1.0])
+    # a constant per prompt is gone, whatever it is
+    assert close(prompt_baseline(scores + torch.tensor([9.0, 9, 9, -3, 0, -3]), prompts), [-4.5, 0.0, 4.5, -1.0, 5.0, 1.0])
+    with pytest.raises(ValueError, match="score_baseline"):
+        PPOConfig(score_baseline="batch")
 
 
 def test_masked_mean_ignores_padding_even_nan_but_shows_real_nan():
