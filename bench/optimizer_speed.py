@@ -38,11 +38,11 @@ from live_improvement import commit  # noqa: E402
 from rlhf_app.config import load_settings  # noqa: E402
 from rlhf_app.models import load_model  # noqa: E402
 from rlhf_app.policy import clone_model  # noqa: E402
-from rlhf_app.prompts import STARTER_PROMPTS  # noqa: E402
+from rlhf_app.prompts import load_prompts  # noqa: E402
 from rlhf_app.raters import get_rater  # noqa: E402
 from rlhf_app.runtime import quiet_offline_env  # noqa: E402
 from rlhf_app.sampling import SamplingParams, sample_texts  # noqa: E402
-from rlhf_app.simulate import EVAL_PROMPTS  # noqa: E402
+from rlhf_app.simulate import eval_prompts as eval_prompts_of  # noqa: E402
 from rlhf_app.trainer import make_optimizer, with_new_lora  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -59,11 +59,15 @@ CONFIGS: dict[str, list[str]] = {
     "bon-lr5e-4": ["--algorithm", "bon", "--bon.learning-rate", "5e-4"],
     "bon-lr2e-4": ["--algorithm", "bon", "--bon.learning-rate", "2e-4"],
     "bon-lr5e-4-kl1": ["--algorithm", "bon", "--bon.learning-rate", "5e-4", "--bon.kl-coef", "1.0"],
+    "ppo-prompt-baseline": ["--ppo.score-baseline", "prompt"],
+    # 16 answers a step instead of 8: twice the minibatches, or the same number twice as large.
+    "ppo-samples4": ["--ppo.samples-per-prompt", "4"],
+    "ppo-samples4-mb8": ["--ppo.samples-per-prompt", "4", "--ppo.minibatch-size", "8"],
 }
 
 
 def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int, eval_samples: int,
-            model_cache: Path) -> dict:
+            model_cache: Path, prompt_set: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="optimizer-bench-") as tmp:
         data = Path(tmp)
         if model_cache.exists():
@@ -76,7 +80,8 @@ def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int
         optimizer = make_optimizer(settings, policy, base.tokenizer, gate=None, seed=seed)
         rng = random.Random(seed)
         n_prompts = settings.optimizer.batch_prompts
-        eval_prompts = [p for p in EVAL_PROMPTS for _ in range(eval_samples)]
+        train_prompts = load_prompts(prompt_set)
+        eval_prompts = [p for p in eval_prompts_of(train_prompts) for _ in range(eval_samples)]
 
         def oracle_of_served() -> float:
             policy.eval()
@@ -93,7 +98,7 @@ def run_one(config: str, rater_name: str, seed: int, steps: int, eval_every: int
         per_step = []
         for k in range(1, steps + 1):
             t0 = time.monotonic()
-            m = optimizer.step([rng.choice(STARTER_PROMPTS) for _ in range(n_prompts)], reward_fn)
+            m = optimizer.step([rng.choice(train_prompts) for _ in range(n_prompts)], reward_fn)
             step_s += time.monotonic() - t0
             m.pop("samples", None)
             per_step.append({key: m.get(key) for key in ("reward/mean", "kl/ref", "ppo/entropy", "ppo/clipfrac",
@@ -113,17 +118,17 @@ def report() -> str:
         "Oracle score of the served policy (page temperature and top-p, 48 tokens) after optimizer steps "
         "on the rater's oracle as reward. Seconds are the steps' own time on this machine, alone.",
         "",
-        "| config | rater | seed | steps | samples/step | oracle at 0 | oracle at end | gain | gain per 100 s of steps | "
+        "| config | rater | prompts | seed | steps | samples/step | oracle at 0 | oracle at end | gain | gain per 100 s of steps | "
         "KL at end | curve (step: oracle) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: (r["rater"], r["config"], r["seed"])):
+    for r in sorted(rows, key=lambda r: (r["rater"], r.get("prompts", "starter"), r["config"], r["seed"])):
         c = r["curve"]
         gain = c[-1]["oracle"] - c[0]["oracle"]
         secs = c[-1]["step_s"]
         kl = c[-1].get("kl_ref")
         lines.append(
-            f"| {r['config']} | {r['rater']} | {r['seed']} | {c[-1]['step']} | {r['samples_per_step']} | "
+            f"| {r['config']} | {r['rater']} | {r.get('prompts', 'starter')} | {r['seed']} | {c[-1]['step']} | {r['samples_per_step']} | "
             f"{c[0]['oracle']:.3f} | {c[-1]['oracle']:.3f} | {gain:+.3f} | {100 * gain / secs:+.3f} | "
             f"{kl:.2f} | " + ", ".join(f"{p['step']}: {p['oracle']:.2f}" for p in c) + " |"
         )
@@ -138,6 +143,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--eval-samples", type=int, default=8, help="Answers per eval prompt at each measurement.")
+    ap.add_argument("--prompts", default="starter", help="Prompt set trained and measured on (rlhf_app/prompts.py).")
     ap.add_argument("--model-cache", default=str(ROOT / "data" / "models"))
     ap.add_argument("--report", action="store_true", help="Only write the table.")
     args = ap.parse_args()
@@ -151,13 +157,15 @@ def main() -> int:
             for rater in args.raters:
                 for seed in args.seeds:
                     key = f"{config}|{rater}|{seed}|{args.steps}|{args.eval_samples}"
+                    if args.prompts != "starter":  # rows from before --prompts measured the starter set
+                        key += f"|{args.prompts}"
                     if key in done:
                         print(f"skip {key}: already in {JSONL.name}")
                         continue
                     t0 = time.time()
                     out = run_one(config, rater, seed, args.steps, args.eval_every, args.eval_samples,
-                                  Path(args.model_cache))
-                    row = {"key": key, "config": config, "flags": CONFIGS[config], "rater": rater, "seed": seed,
+                                  Path(args.model_cache), args.prompts)
+                    row = {"key": key, "config": config, "flags": CONFIGS[config], "rater": rater, "prompts": args.prompts, "seed": seed,
                            "commit": commit(), "eval_samples": args.eval_samples, "wall_s": time.time() - t0, **out}
                     with JSONL.open("a") as f:
                         f.write(json.dumps(row) + "\n")
