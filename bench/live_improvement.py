@@ -117,7 +117,7 @@ def finished_keys() -> set[str]:
 
 
 def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, prompts: str, eval_samples: int,
-            model_cache: Path | None, timeout_s: float, wall_budget_s: float) -> dict:
+            model_cache: Path | None, timeout_s: float, wall_budget_s: float, endpoint_samples: int = 0) -> dict:
     with tempfile.TemporaryDirectory(prefix="live-bench-") as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -126,7 +126,7 @@ def run_one(config: str, rater: str, seed: int, mode: str, ratings: int, prompts
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "rlhf_app.simulate", "--data-dir", str(data), "--seed", str(seed),
                "--rater", rater, "--mode", mode, "--ratings", str(ratings), "--prompts", prompts,
-               "--eval-samples", str(eval_samples),
+               "--eval-samples", str(eval_samples), "--endpoint-samples", str(endpoint_samples),
                "--wall-budget", str(wall_budget_s), "--out", str(out), *CONFIGS[config]]
         t0, c0 = time.time(), os.times()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -152,6 +152,15 @@ def within_budget(row: dict) -> dict:
     return cps[-1]
 
 
+def endpoints(row: dict) -> tuple[float, float, int | None]:
+    """(oracle of version 0, oracle at the budget, answers per eval prompt behind them): the run's
+    precise endpoints where it measured them (`simulate.Endpoints`), else its checkpoints' (None: the earliest rows did not record it)."""
+    ends = row["result"].get("endpoints")
+    if ends:
+        return ends["v0"], ends["oracle"], ends["samples_per_prompt"]
+    return row["result"]["checkpoints"][0]["oracle"], within_budget(row)["oracle"], row.get("eval_samples")
+
+
 def served_kl(row: dict, checkpoint: dict) -> float | None:
     """KL of the version `checkpoint` served, as measured when it was published.
 
@@ -171,23 +180,27 @@ def report() -> str:
         groups.setdefault((r["config"], r["rater"], r.get("prompts", "starter"), r["mode"], r["ratings"]), []).append(r)
     lines = [
         "Gain: the served policy's oracle score at the last version inside the budget (ratings asked, "
-        "15 minutes of loop time) minus version 0's.",
+        "15 minutes of loop time) minus version 0's, each a mean over 'answers/prompt' answers to every eval "
+        "prompt: 32 where the run measured its endpoints apart (`--endpoint-samples`), else the 4 or 8 of its "
+        "checkpoints. Best-of-N gain: the checkpoints' best-of-4 at the budget minus their version 0.",
         "",
-        "| config | rater | prompts | mode | seeds | oracle v0 | oracle at budget | gain (min..max) | best-of-N gain | "
-        "ratings by then | versions | RM acc | KL | seeds with gain >= 0.2 | run wall s (with eval) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| config | rater | prompts | mode | seeds | answers/prompt | oracle v0 | oracle at budget | gain (min..max) | "
+        "best-of-N gain | ratings by then | versions | RM acc | KL | seeds with gain >= 0.2 | run wall s (with eval) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (config, rater, prompts, mode, ratings), rs in sorted(groups.items()):
         first = [r["result"]["checkpoints"][0] for r in rs]
         last = [within_budget(r) for r in rs]
-        gains = [b["oracle"] - a["oracle"] for a, b in zip(first, last)]
+        ends = [endpoints(r) for r in rs]
+        gains = [b - a for a, b, _ in ends]
+        per_prompt = "/".join(str(n or "?") for n in sorted({n or 0 for _, _, n in ends}, reverse=True))
         bon = [b["oracle_best_of_n"] - a["oracle"] for a, b in zip(first, last) if b["oracle_best_of_n"] is not None]
         acc = [b["reward_model_accuracy"] for b in last if b["reward_model_accuracy"] is not None]
         kl = [k for k in (served_kl(r, b) for r, b in zip(rs, last)) if k is not None]
         f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
         lines.append(
-            f"| {config} | {rater} | {prompts} | {mode} | {len(rs)} | {f([a['oracle'] for a in first])} | "
-            f"{f([b['oracle'] for b in last])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
+            f"| {config} | {rater} | {prompts} | {mode} | {len(rs)} | {per_prompt} | {f([a for a, _, _ in ends])} | "
+            f"{f([b for _, b, _ in ends])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(bon)} | "
             f"{statistics.fmean(b['ratings'] for b in last):.0f} | "
             f"{statistics.fmean(b['policy_version'] for b in last):.0f} | {f(acc)} | {f(kl)} | "
             f"{sum(g >= 0.2 for g in gains)}/{len(gains)} | {statistics.fmean(r['result']['wall_s'] for r in rs):.0f} |"
@@ -242,7 +255,10 @@ def main() -> int:
     ap.add_argument("--mode", default="score", choices=["thumb", "score", "compare"])
     ap.add_argument("--prompts", default="starter", help="Prompt set the simulated person asks (rlhf_app/prompts.py).")
     ap.add_argument("--ratings", type=int, default=None)
-    ap.add_argument("--eval-samples", type=int, default=None)
+    ap.add_argument("--eval-samples", type=int, default=None, help="Answers per eval prompt at each checkpoint.")
+    ap.add_argument("--endpoint-samples", type=int, default=None,
+                    help="Answers per eval prompt for version 0 and the version at the budget (default 32; quick: 0, "
+                         "the checkpoints' own).")
     ap.add_argument("--timeout", type=float, default=3600, help="Seconds before a run is killed.")
     ap.add_argument("--wall-budget", type=float, default=900,
                     help="Seconds of loop time (evaluation excluded) a run may rate for: the target's 15 minutes.")
@@ -259,6 +275,7 @@ def main() -> int:
     seeds = args.seeds if args.seeds is not None else ([0] if args.quick else SEEDS)
     ratings = args.ratings or (40 if args.quick else 100)
     eval_samples = args.eval_samples or (4 if args.quick else 8)
+    endpoint_samples = args.endpoint_samples if args.endpoint_samples is not None else (0 if args.quick else 32)
     done = set() if args.rerun else finished_keys()
     for config in args.only or list(CONFIGS):
         for rater in args.raters:
@@ -270,10 +287,11 @@ def main() -> int:
                 code = commit()
                 try:
                     result = run_one(config, rater, seed, args.mode, ratings, args.prompts, eval_samples,
-                                     Path(args.model_cache), args.timeout, args.wall_budget)
+                                     Path(args.model_cache), args.timeout, args.wall_budget, endpoint_samples)
                 except subprocess.TimeoutExpired:
                     result = {"error": f"timed out after {args.timeout} s"}
-                row = {"key": key, "commit": code, "eval_samples": eval_samples, "wall_budget_s": args.wall_budget,
+                row = {"key": key, "commit": code, "eval_samples": eval_samples, "endpoint_samples": endpoint_samples,
+                       "wall_budget_s": args.wall_budget,
                        "config": config, "rater": rater, "seed": seed, "mode": args.mode, "prompts": args.prompts,
                        "ratings": ratings, "flags": CONFIGS[config], "finished_at": time.time(), "result": result}
                 with JSONL.open("a") as f:

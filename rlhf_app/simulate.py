@@ -29,6 +29,7 @@ from .reward import base_samples_from_store, normalization
 from .runtime import Runtime
 from .sampling import SamplingParams, sample_texts
 from .store import Store
+from .versions import load_for_serving
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,39 @@ class Checkpoint:
 
 
 @dataclass
+class Endpoints:
+    """Version 0 and the version served when the run stopped, each measured on `samples_per_prompt`
+    answers per eval prompt (many more than a checkpoint's), on the same random numbers.
+
+    Why: a checkpoint's score is a mean over a few dozen answers; version 0 alone, the same model
+    in every run, measured 0.37-0.46 over three seeds at 4 answers per prompt, so a gain read off
+    two such checkpoints was off by about as much as the policy moved."""
+
+    samples_per_prompt: int
+    seed: int
+    v0: float
+    version: int
+    """The version measured: the last one served inside the wall budget."""
+    oracle: float
+
+    @property
+    def gain(self) -> float:
+        return self.oracle - self.v0
+
+
+@dataclass
 class SimulationResult:
     rater: str
     mode: str
     seed: int
     checkpoints: list[Checkpoint] = field(default_factory=list)
+    endpoints: Endpoints | None = None
 
     @property
     def gain(self) -> float:
+        """At the endpoints' precision when they were measured, else between the first and last checkpoints."""
+        if self.endpoints is not None:
+            return self.endpoints.gain
         return self.checkpoints[-1].oracle - self.checkpoints[0].oracle
 
     def to_dict(self) -> dict:
@@ -95,11 +121,7 @@ def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, sample
     s = rt.settings
     policy = rt.holder.current()
     measured = eval_prompts(load_prompts(s.prompts))
-    prompts = [p for p in measured for _ in range(samples_per_prompt)]
-    with rt.gate.serving():
-        texts = sample_texts(policy.model, policy.tokenizer, prompts,
-                             SamplingParams(s.temperature, s.top_p, max_new_tokens, seed))
-    plain = statistics.fmean(oracle(t, p) for p, t in zip(prompts, texts))
+    plain = oracle_score(rt, policy.model, oracle, seed, samples_per_prompt, max_new_tokens)
     rm = rt.trainer.reward_model
     if best_of_n <= 1 or rm is None:
         return plain, None
@@ -114,6 +136,16 @@ def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, sample
         k = max(range(g * best_of_n, (g + 1) * best_of_n), key=lambda i: scores[i])
         best.append(oracle(texts[k], prompt))
     return plain, statistics.fmean(best)
+
+
+def oracle_score(rt: Runtime, model, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
+                 max_new_tokens: int) -> float:
+    """Mean oracle score of `model`'s answers to the eval prompts, sampled as the page samples."""
+    s = rt.settings
+    prompts = [p for p in eval_prompts(load_prompts(s.prompts)) for _ in range(samples_per_prompt)]
+    with rt.gate.serving():
+        texts = sample_texts(model, rt.base.tokenizer, prompts, SamplingParams(s.temperature, s.top_p, max_new_tokens, seed))
+    return statistics.fmean(oracle(t, p) for p, t in zip(prompts, texts))
 
 
 def normalized_oracle(oracle: Callable[[str, str], float], store: Store) -> Callable[..., list[float]]:
@@ -144,6 +176,7 @@ def simulate(
     max_new_tokens: int = 48,
     wall_budget_s: float | None = None,
     oracle_reward: bool = False,
+    endpoint_samples: int = 0,
     on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> SimulationResult:
     """Rate `ratings` answers as the rater would, training as the app does; measure each version.
@@ -151,6 +184,10 @@ def simulate(
     `oracle_reward` is a measurement, not the app: the policy optimizer is scored by the rater's
     hidden oracle instead of the reward model (which is still fitted, and used for best-of-N), so
     a run shows how far the optimizer alone gets with a perfect reward model in the same time.
+
+    `endpoint_samples` > 0 also measures version 0 (before the first rating) and the last version
+    served inside `wall_budget_s` (after the last) on that many answers per eval prompt
+    (`Endpoints`); their time is left out of the loop's like every evaluation's.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
@@ -188,6 +225,13 @@ def simulate(
         if on_checkpoint:
             on_checkpoint(cp)
 
+    endpoint_seed = seed + 1_000_003  # not the checkpoints' answers again
+    v0_precise = None
+    if endpoint_samples > 0:
+        w = time.time()
+        v0_precise = oracle_score(rt, rt.holder.current().model, rater.oracle, endpoint_seed, endpoint_samples,
+                                  max_new_tokens)
+        eval_wall += time.time() - w
     checkpoint(0, None)
     if result.checkpoints[0].oracle >= 0.95:
         log.warning("version 0 already scores %.2f with %s on these prompts: little is left to learn; give prompts "
@@ -217,6 +261,16 @@ def simulate(
                 checkpoint(given, row["status"])
     if not result.checkpoints or result.checkpoints[-1].ratings != given:
         checkpoint(given, None)
+    if v0_precise is not None:
+        inside = [c for c in result.checkpoints[1:] if wall_budget_s is None or c.wall_s <= wall_budget_s]
+        version = inside[-1].policy_version if inside else 0  # v0 serves from the start
+        if version == rt.holder.version:
+            model = rt.holder.current().model
+        else:  # a round that began inside the budget published after it
+            model = load_for_serving(rt.base.model, rt.settings.data_dir, rt.store.policy_version(version))
+        result.endpoints = Endpoints(endpoint_samples, endpoint_seed, v0_precise, version, oracle_score(
+            rt, model, rater.oracle, endpoint_seed, endpoint_samples, max_new_tokens))
+        log.info("endpoints: %s", result.endpoints)
     return result
 
 
@@ -230,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--ratings", type=int, default=100, help="Ratings to give.")
         p.add_argument("--noise", type=float, default=0.1, help="Probability a rating is random.")
         p.add_argument("--eval-samples", type=int, default=8, help="Answers per eval prompt at each checkpoint.")
+        p.add_argument("--endpoint-samples", type=int, default=0,
+                       help="Also measure version 0 and the last version inside the wall budget on this many "
+                            "answers per eval prompt, for a precise gain (0: off).")
         p.add_argument("--best-of", type=int, default=4, help="N of the best-of-N evaluation.")
         p.add_argument("--answer-tokens", type=int, default=48, help="Length cap of the rated and evaluated answers.")
         p.add_argument("--wall-budget", type=float, default=None,
@@ -245,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     rt = Runtime.build(settings)
     result = simulate(rt, mine.rater, mode=mine.mode, ratings=mine.ratings, noise=mine.noise, seed=settings.seed,
                       eval_samples=mine.eval_samples, best_of_n=mine.best_of, max_new_tokens=mine.answer_tokens,
-                      wall_budget_s=mine.wall_budget, oracle_reward=mine.oracle_reward)
+                      wall_budget_s=mine.wall_budget, oracle_reward=mine.oracle_reward,
+                      endpoint_samples=mine.endpoint_samples)
     text = json.dumps(result.to_dict(), indent=2)
     if mine.out:
         with open(mine.out, "w") as f:

@@ -13,7 +13,7 @@ from rlhf_app.raters import enthusiasm
 from rlhf_app.reward import base_samples_from_store
 from rlhf_app.runtime import Runtime
 from rlhf_app.simulate import main as simulate_main
-from rlhf_app.simulate import simulate
+from rlhf_app.simulate import oracle_score, simulate
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -144,3 +144,27 @@ def test_a_rater_with_nothing_to_teach_is_pointed_at_other_prompts(sharp_model_d
         result = simulate(rt, "dislikes_emoji", ratings=0, eval_samples=1, best_of_n=1, max_new_tokens=8)
     assert result.checkpoints[0].oracle == 1.0  # the tiny model has no emoji to drop
     assert "little is left to learn" in caplog.text and "--prompts" in caplog.text
+
+
+def test_endpoints_measure_version_0_and_the_last_version_on_more_answers(sharp_model_dir, tmp_path):
+    rt = build(sharp_model_dir, tmp_path / "data", 0, "--train-every-ratings", "8", "--ppo.steps-per-round", "1")
+    result = simulate(rt, "likes_enthusiasm", ratings=16, noise=0.0, seed=0, eval_samples=1, best_of_n=1,
+                      max_new_tokens=8, endpoint_samples=5)
+    ends = result.endpoints
+    assert ends.samples_per_prompt == 5 and ends.version == result.checkpoints[-1].policy_version >= 1
+    # the same answers again: the base model for version 0, the served one for the last, on the endpoint seed
+    assert ends.v0 == oracle_score(rt, rt.base.model, enthusiasm_of, ends.seed, 5, 8)
+    assert ends.oracle == oracle_score(rt, rt.holder.current().model, enthusiasm_of, ends.seed, 5, 8)
+    assert result.gain == ends.oracle - ends.v0 == result.to_dict()["gain"]
+    assert result.to_dict()["endpoints"]["version"] == ends.version
+
+    # no time to rate: version 0 is the last version, measured twice on the same random numbers
+    rt = build(sharp_model_dir, tmp_path / "data2", 0)
+    result = simulate(rt, "likes_enthusiasm", ratings=16, seed=0, eval_samples=1, best_of_n=1, max_new_tokens=8,
+                      wall_budget_s=0.0, endpoint_samples=3)
+    assert rt.store.stats()["ratings"] == 0
+    assert result.endpoints.version == 0 and result.gain == 0.0
+
+
+def enthusiasm_of(text: str, prompt: str) -> float:
+    return enthusiasm(text)
