@@ -124,7 +124,9 @@ class PPOConfig:
         "none",
         "'none': the reward model's scores go into the rewards as they are. 'prompt': each minus the mean "
         "score of the other answers to the same prompt in the step (RLOO), so a step learns what makes one "
-        "answer better than another to the same question, not which prompts score high.",
+        "answer better than another to the same question, not which prompts score high. Off: live it gained "
+        "-0.21 where 'none' gained +0.15 (wants_topic, pets prompts, seed 1; ppo-prompt-baseline): it leaves "
+        "the policy only the same-prompt differences, where a reward model of ratings is weakest.",
     )
 
     def __post_init__(self) -> None:
