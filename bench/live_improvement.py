@@ -82,8 +82,8 @@ CONFIGS: dict[str, list[str]] = {
     # Each answer's score against its sibling's (RLOO): the pets prompts differ in how easily their
     # answers mention cats, and whitened across the batch that difference was most of the advantage.
     "ppo-prompt-baseline": ["--ppo.score-baseline", "prompt"],
-    # 16 answers a PPO step instead of 8 (4 per prompt): on the oracle (optimizer_speed.py, pets, seed 0)
-    # 0.60 after 8 steps against 0.53, at 1.6 times the time a step.
+    # 16 answers a PPO step instead of 8 (4 per prompt). A screen on the oracle (optimizer_speed.py, pets,
+    # seed 0; its rows were lost, its log read) gave 0.60 after 8 steps against 0.53, at 1.6x the time a step.
     "ppo-samples4": ["--ppo.samples-per-prompt", "4"],
     # A round is published only if the reward model prefers its answers to the live version's
     # (rlhf_app/acceptance.py): dislikes_emoji's served policy fell from 0.94 to 0.58 over three
