@@ -157,7 +157,8 @@ def within_budget(row: dict) -> dict:
 
 def endpoints(row: dict) -> tuple[float, float, int | None]:
     """(oracle of version 0, oracle at the budget, answers per eval prompt behind them): the run's
-    precise endpoints where it measured them (`simulate.Endpoints`), else its checkpoints' (None: the earliest rows did not record it)."""
+    precise endpoints where it measured them (`simulate.Endpoints`), else its checkpoints' (None: the
+    earliest rows did not record how many)."""
     ends = row["result"].get("endpoints")
     if ends:
         return ends["v0"], ends["oracle"], ends["samples_per_prompt"]

@@ -128,7 +128,8 @@ def report() -> str:
         secs = c[-1]["step_s"]
         kl = c[-1].get("kl_ref")
         lines.append(
-            f"| {r['config']} | {r['rater']} | {r.get('prompts', 'starter')} | {r['seed']} | {c[-1]['step']} | {r['samples_per_step']} | "
+            f"| {r['config']} | {r['rater']} | {r.get('prompts', 'starter')} | {r['seed']} | {c[-1]['step']} | "
+            f"{r['samples_per_step']} | "
             f"{c[0]['oracle']:.3f} | {c[-1]['oracle']:.3f} | {gain:+.3f} | {100 * gain / secs:+.3f} | "
             f"{kl:.2f} | " + ", ".join(f"{p['step']}: {p['oracle']:.2f}" for p in c) + " |"
         )
@@ -165,8 +166,8 @@ def main() -> int:
                     t0 = time.time()
                     out = run_one(config, rater, seed, args.steps, args.eval_every, args.eval_samples,
                                   Path(args.model_cache), args.prompts)
-                    row = {"key": key, "config": config, "flags": CONFIGS[config], "rater": rater, "prompts": args.prompts, "seed": seed,
-                           "commit": commit(), "eval_samples": args.eval_samples, "wall_s": time.time() - t0, **out}
+                    row = {"key": key, "config": config, "flags": CONFIGS[config], "rater": rater,
+                           "prompts": args.prompts, "seed": seed, "commit": commit(), "eval_samples": args.eval_samples, "wall_s": time.time() - t0, **out}
                     with JSONL.open("a") as f:
                         f.write(json.dumps(row) + "\n")
     md = report()

@@ -119,7 +119,6 @@ class PPOConfig:
         "its gradient norms (2.7-4.0) were clipped to max_grad_norm 1 and AdamW rescales steps, so the advantages' "
         "scale hardly sets the step size.",
     )
-
     score_baseline: str = _f(
         "none",
         "'none': the reward model's scores go into the rewards as they are. 'prompt': each minus the mean "

@@ -120,7 +120,8 @@ def prompt_baseline(scores: torch.Tensor, prompts: Sequence[str]) -> torch.Tenso
     prompts whose answers all score low; whitened across the batch, that difference becomes the
     advantage, and a step raises every answer to the easy prompt, spending KL on nothing the
     rater asked for. Against its siblings, an answer is pushed only by how it differs from
-    another answer to the same question: the comparison a reward model of ratings can make.
+    another answer to the same question. Off by default (`PPOConfig.score_baseline`): live, that
+    same-prompt difference is where a reward model of a few dozen ratings is weakest.
 
     >>> [round(x, 2) for x in prompt_baseline(torch.tensor([0.9, 0.7, 0.2, 0.1, 0.5]), list("aabbc")).tolist()]
     [0.2, -0.2, 0.1, -0.1, 0.5]
