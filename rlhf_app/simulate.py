@@ -144,7 +144,8 @@ def oracle_score(rt: Runtime, model, oracle: Callable[[str, str], float], seed: 
     s = rt.settings
     prompts = [p for p in eval_prompts(load_prompts(s.prompts)) for _ in range(samples_per_prompt)]
     with rt.gate.serving():
-        texts = sample_texts(model, rt.base.tokenizer, prompts, SamplingParams(s.temperature, s.top_p, max_new_tokens, seed))
+        texts = sample_texts(model, rt.base.tokenizer, prompts,
+                             SamplingParams(s.temperature, s.top_p, max_new_tokens, seed))
     return statistics.fmean(oracle(t, p) for p, t in zip(prompts, texts))
 
 
@@ -228,9 +229,10 @@ def simulate(
     endpoint_seed = seed + 1_000_003  # not the checkpoints' answers again
     v0_precise = None
     if endpoint_samples > 0:
-        w = time.time()
+        c, w = time.process_time(), time.time()
         v0_precise = oracle_score(rt, rt.holder.current().model, rater.oracle, endpoint_seed, endpoint_samples,
                                   max_new_tokens)
+        eval_cpu += time.process_time() - c
         eval_wall += time.time() - w
     checkpoint(0, None)
     if result.checkpoints[0].oracle >= 0.95:

@@ -153,8 +153,8 @@ def test_endpoints_measure_version_0_and_the_last_version_on_more_answers(sharp_
     ends = result.endpoints
     assert ends.samples_per_prompt == 5 and ends.version == result.checkpoints[-1].policy_version >= 1
     # the same answers again: the base model for version 0, the served one for the last, on the endpoint seed
-    assert ends.v0 == oracle_score(rt, rt.base.model, enthusiasm_of, ends.seed, 5, 8)
-    assert ends.oracle == oracle_score(rt, rt.holder.current().model, enthusiasm_of, ends.seed, 5, 8)
+    assert ends.v0 == oracle_score(rt, rt.base.model, enthusiasm, ends.seed, 5, 8)
+    assert ends.oracle == oracle_score(rt, rt.holder.current().model, enthusiasm, ends.seed, 5, 8)
     assert result.gain == ends.oracle - ends.v0 == result.to_dict()["gain"]
     assert result.to_dict()["endpoints"]["version"] == ends.version
 
@@ -164,7 +164,3 @@ def test_endpoints_measure_version_0_and_the_last_version_on_more_answers(sharp_
                       wall_budget_s=0.0, endpoint_samples=3)
     assert rt.store.stats()["ratings"] == 0
     assert result.endpoints.version == 0 and result.gain == 0.0
-
-
-def enthusiasm_of(text: str, prompt: str) -> float:
-    return enthusiasm(text)
