@@ -85,6 +85,10 @@ CONFIGS: dict[str, list[str]] = {
     # 16 answers a PPO step instead of 8 (4 per prompt). A screen on the oracle (optimizer_speed.py, pets,
     # seed 0; its rows were lost, its log read) gave 0.60 after 8 steps against 0.53, at 1.6x the time a step.
     "ppo-samples4": ["--ppo.samples-per-prompt", "4"],
+    # Three PPO steps a round instead of two, with room for the KL they spend: the pets runs used 470-510 s
+    # of the 900 s for 100 ratings, so steps are affordable; at two steps seeds 1 and 2 hit max_kl 8 by 80
+    # ratings, and a third step per round would reach it sooner.
+    "ppo-steps3-max-kl12": ["--ppo.steps-per-round", "3", "--max-kl", "12"],
     # A round is published only if the reward model prefers its answers to the live version's
     # (rlhf_app/acceptance.py): dislikes_emoji's served policy fell from 0.94 to 0.58 over three
     # published rounds at a reward-model accuracy of 0.93-0.96.
