@@ -40,7 +40,7 @@ done
 wait
 t "done"
 for f in "$out"/*.log; do
-  echo "== $f"
+  echo "== $(basename "$f")"
   grep -o "policy_version=[0-9]*, ratings=[0-9]*, cpu_s=[0-9.]*, wall_s=[0-9.]*, oracle=[0-9.]*" "$f"
   grep -o "endpoints: .*" "$f"
 done
