@@ -13,17 +13,11 @@
 # A GPU run is a screen for the CPU runs, not a replacement: bf16 sampling takes other paths than
 # float32 on CPU, so the same seed gives another trajectory.
 set -u
-out=${1:?usage: bench/gpu_live_screen.sh OUT_DIR BUDGET_S LOOP...}
+out=$(realpath -m "${1:?usage: bench/gpu_live_screen.sh OUT_DIR BUDGET_S LOOP...}")
 budget=${2:?budget seconds}
 shift 2
-cd "$(dirname "$0")/.."
 mkdir -p "$out"
-py=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-cache=$(mktemp -d)
-t0=$(date +%s); t() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-"$py" -c "import pathlib; from rlhf_app.models import resolve; print(resolve('smollm2', pathlib.Path('$cache'))[1])" \
-  || exit 1
+source "$(dirname "$0")/gpu_env.sh"
 loop() {  # name rater prompts seed [flag value...]
   local name=$1 rater=$2 prompts=$3 seed=$4; shift 4
   mkdir -p "$cache/$name/data" && ln -sfn "$cache/models" "$cache/$name/data/models"

@@ -11,14 +11,9 @@
 # threads each), so their seconds are an upper bound on one loop alone. A loop cut off by its
 # 400 s leaves its checkpoints in its log only. Results of the run on an H200: bench/results/gpu_real_model/.
 set -u
-out=${1:?usage: bench/gpu_real_model.sh OUT_DIR}
-cd "$(dirname "$0")/.."
+out=$(realpath -m "${1:?usage: bench/gpu_real_model.sh OUT_DIR}")
 mkdir -p "$out"
-py=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-cache=$(mktemp -d)
-t0=$(date +%s); t() { echo "[$(( $(date +%s) - t0 ))s] $*"; }
-model=$("$py" -c "import pathlib; from rlhf_app.models import resolve; print(resolve('smollm2', pathlib.Path('$cache'))[1])")
+source "$(dirname "$0")/gpu_env.sh"
 t "serving check (alone) on $model"
 timeout 150 "$py" bench/gpu_check.py --device cuda --model "$model" --sections serving --out "$out/check"
 t "live loops, 3 side by side"
