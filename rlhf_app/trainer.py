@@ -41,6 +41,11 @@ from .versions import is_adapter, load_for_serving, save_version, version_dir
 
 log = logging.getLogger(__name__)
 
+KL_ADVICE = ("if rounds keep stopping at the KL bound, the policy cannot move further from the initial one: raise "
+             "max_kl (RLHF_MAX_KL, --max-kl) to let ratings change it again, or make an earlier version live")
+"""What a person running the app can do when the trainer is stuck at `max_kl` (live runs reached it by
+56-88 ratings on the pets prompts and published nothing after)."""
+
 IDLE, FITTING, OPTIMIZING, CHECKING, PUBLISHING, PAUSED, ERROR = (
     "idle", "fitting the reward model", "optimizing", "comparing with the live version", "publishing", "paused",
     "error",
@@ -249,7 +254,7 @@ class LiveTrainer:
         if not per_step and not self.status.paused:
             reason = f"KL budget spent: the policy is {self._policy_kl:.2f} nats from the initial one, and "
             reason += (f"{budget:.2f} of max_kl {s.max_kl:g} is allowed until there are {s.kl_ramp_ratings} ratings"
-                       if budget < s.max_kl else f"max_kl is {s.max_kl:g}")
+                       if budget < s.max_kl else f"max_kl is {s.max_kl:g}; {KL_ADVICE}")
             log.info("round %d skipped: %s", round_id, reason)
             self.store.finish_round(round_id, "skipped", reason=reason, metrics=_finite(metrics),
                                     reward_model_version=rm.version)
@@ -261,7 +266,8 @@ class LiveTrainer:
         elif bad:
             reason = f"non-finite metrics: {', '.join(bad)}"
         elif kl > s.max_kl:
-            reason = f"KL to the initial policy {kl:.2f} nats is over the bound {s.max_kl}"
+            reason = (f"KL to the initial policy {kl:.2f} nats is over the bound {s.max_kl:g}. The next round starts "
+                      f"from the live version again; {KL_ADVICE}")
         elif s.publish_gate:
             metrics.update(self._compare_with_live(prompts, reward_fn, seed, rng))
             if metrics["gate/gain"] < 0:
