@@ -89,6 +89,9 @@ CONFIGS: dict[str, list[str]] = {
     # of the 900 s for 100 ratings, so steps are affordable; at two steps seeds 1 and 2 hit max_kl 8 by 80
     # ratings, and a third step per round would reach it sooner.
     "ppo-steps3-max-kl12": ["--ppo.steps-per-round", "3", "--max-kl", "12"],
+    # The KL budget grows with the ratings, at the fixed KL price: on the pets prompts the first reward models
+    # (8-24 ratings) were right on 0.4-0.6 of held-out ratings, yet their rounds spent 3-4 of the 8 nats.
+    "ppo-kl-ramp64": ["--kl-ramp-ratings", "64"],
     # A round is published only if the reward model prefers its answers to the live version's
     # (rlhf_app/acceptance.py): dislikes_emoji's served policy fell from 0.94 to 0.58 over three
     # published rounds at a reward-model accuracy of 0.93-0.96.
