@@ -167,7 +167,8 @@ def main() -> int:
                     out = run_one(config, rater, seed, args.steps, args.eval_every, args.eval_samples,
                                   Path(args.model_cache), args.prompts)
                     row = {"key": key, "config": config, "flags": CONFIGS[config], "rater": rater,
-                           "prompts": args.prompts, "seed": seed, "commit": commit(), "eval_samples": args.eval_samples, "wall_s": time.time() - t0, **out}
+                           "prompts": args.prompts, "seed": seed, "commit": commit(), "eval_samples": args.eval_samples,
+                           "wall_s": time.time() - t0, **out}
                     with JSONL.open("a") as f:
                         f.write(json.dumps(row) + "\n")
     md = report()

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .config import Settings
+from .config import Settings, env_name, flag_name
 from .errors import UserError
 from .models import LoadedModel
 from .policy import PolicyHolder, ServedPolicy, ServingGate, clone_model
@@ -42,7 +42,8 @@ from .versions import is_adapter, load_for_serving, save_version, version_dir
 log = logging.getLogger(__name__)
 
 KL_ADVICE = ("if rounds keep stopping at the KL bound, the policy cannot move further from the initial one: raise "
-             "max_kl (RLHF_MAX_KL, --max-kl) to let ratings change it again, or make an earlier version live")
+             f"max_kl ({env_name('max_kl')}, {flag_name('max_kl')}) to let ratings change it again, or make an "
+             "earlier version live")
 """What a person running the app can do when the trainer is stuck at `max_kl` (live runs reached it by
 56-88 ratings on the pets prompts and published nothing after)."""
 
