@@ -96,6 +96,9 @@ CONFIGS: dict[str, list[str]] = {
     # (rlhf_app/acceptance.py): dislikes_emoji's served policy fell from 0.94 to 0.58 over three
     # published rounds at a reward-model accuracy of 0.93-0.96.
     "ppo-publish-gate": ["--publish-gate", "true"],
+    # A round that ends past max_kl is discarded, as before kl_pull_back: on the pets prompts every
+    # round after 56-88 ratings was, and the served policy stopped changing.
+    "ppo-discard-past-kl": ["--kl-pull-back", "0"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale

@@ -45,6 +45,7 @@ from .policy import ServingGate
 from .ppo import (
     SAMPLES_KEY,
     RewardFn,
+    Rollout,
     answer_forward,
     answer_metrics,
     entropy_from_logits,
@@ -87,6 +88,8 @@ class BestOfNTrainer:
             raise ValueError("the tokenizer needs a pad token distinct from EOS (see models.fix_pad_token)")
         self.policy, self.tokenizer, self.config, self.gate, self.seed = policy, tokenizer, config, gate, seed
         self.step_count = 0
+        self.last_rollout: Rollout | None = None
+        """The last step's answers: the trainer measures the updated policy's KL on them (kl_bound.py)."""
         if not is_peft(policy) and ref_model is None:
             raise ValueError("full fine-tuning needs ref_model, the frozen initial policy")
         if ref_model is not None:
@@ -132,6 +135,7 @@ class BestOfNTrainer:
         self.policy.eval()
         batch = sample_rollout(self.policy, tok, prompts, cfg.samples_per_prompt, cfg.temperature,
                                cfg.max_new_tokens, generator, self._yield_to_serving)
+        self.last_rollout = batch
         answers, mask, input_ids, attention_mask = batch.answers, batch.mask, batch.input_ids, batch.attention_mask
         B, T = answers.shape
         t_sampled = time.monotonic()

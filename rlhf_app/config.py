@@ -225,6 +225,12 @@ class Settings:
     lora_r: int = _f(16, "LoRA rank of the policy; 0 means full fine-tuning.")
     lora_alpha: int = _f(32, "LoRA alpha of the policy.")
     max_kl: float = _f(8.0, "A round whose KL to the initial policy (nats per answer) exceeds this is discarded.")
+    kl_pull_back: float = _f(
+        0.9,
+        "A round whose policy ends past the KL budget (max_kl, or the ramp's share of it) is pulled back "
+        "towards the initial policy to this share of the budget and published (rlhf_app/kl_bound.py), so a "
+        "policy at the bound keeps moving along it; 0 discards such a round instead.",
+    )
     publish_gate: bool = _f(
         False,
         "Publish a round only if the reward model scores its policy's fresh answers at least as high as the "
@@ -255,6 +261,8 @@ class Settings:
             raise ValueError("pair_candidates must be at least 2")
         if self.publish_gate_answers < 1:
             raise ValueError("publish_gate_answers must be at least 1")
+        if not 0 <= self.kl_pull_back <= 1:
+            raise ValueError("kl_pull_back must be in [0, 1] (0 discards a round past the KL budget)")
         if self.kl_ramp_ratings < 0:
             raise ValueError("kl_ramp_ratings must be >= 0 (0 turns the ramp off)")
         if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:

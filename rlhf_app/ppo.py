@@ -497,6 +497,8 @@ class PPOTrainer:
         self.gate = gate
         self.seed = seed
         self.step_count = 0
+        self.last_rollout: Rollout | None = None
+        """The last step's answers: the trainer measures the updated policy's KL on them (kl_bound.py)."""
         self.is_peft = is_peft(policy)
         if not self.is_peft and ref_model is None:
             ref_model = copy.deepcopy(policy)
@@ -588,6 +590,7 @@ class PPOTrainer:
         self.policy.eval()
         batch = sample_rollout(self.policy, tok, prompts, cfg.samples_per_prompt, cfg.temperature,
                                cfg.max_new_tokens, generator, self._yield_to_serving)
+        self.last_rollout = batch
         answers, mask, input_ids, attention_mask = batch.answers, batch.mask, batch.input_ids, batch.attention_mask
         B, T = answers.shape
         t_sampled = time.monotonic()

@@ -7,9 +7,10 @@ A round reads top to bottom as the seed's iterative loop:
    distillation (best_of_n.py), until the round's steps are done or the policy has spent its KL
    budget (`kl_budget`: `max_kl`, or, with `kl_ramp_ratings` set, a share of it that grows with
    the number of ratings);
-3. check the result: a round with NaN metrics, or whose KL to the initial policy is over
-   `max_kl`, or (with `publish_gate`) whose answers the reward model scores below the live
-   version's (acceptance.py), is discarded and logged, and the served policy stays;
+3. check the result: measure the new policy's KL to the initial one after its last update; past
+   the budget, pull it back onto it (kl_bound.py, `kl_pull_back`). A round with NaN metrics, or
+   still over `max_kl`, or (with `publish_gate`) whose answers the reward model scores below the
+   live version's (acceptance.py), is discarded and logged, and the served policy stays;
 4. publish: save the new version atomically, record it in SQLite, swap it in for serving.
 
 A round starts after `train_every_ratings` new votes, or `train_every_seconds` after the last
@@ -47,9 +48,9 @@ KL_ADVICE = ("if rounds keep stopping at the KL bound, the policy cannot move fu
 """What a person running the app can do when the trainer is stuck at `max_kl` (live runs reached it by
 56-88 ratings on the pets prompts and published nothing after)."""
 
-IDLE, FITTING, OPTIMIZING, CHECKING, PUBLISHING, PAUSED, ERROR = (
-    "idle", "fitting the reward model", "optimizing", "comparing with the live version", "publishing", "paused",
-    "error",
+IDLE, FITTING, OPTIMIZING, CHECKING_KL, CHECKING, PUBLISHING, PAUSED, ERROR = (
+    "idle", "fitting the reward model", "optimizing", "measuring KL to the initial policy",
+    "comparing with the live version", "publishing", "paused", "error",
 )
 
 
@@ -250,6 +251,9 @@ class LiveTrainer:
 
         # 3. check
         bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        if per_step and not bad:
+            metrics.update(self._bound_kl(budget))
+            bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
         kl = metrics.get("kl/ref", 0.0)
         reason = None
         if not per_step and not self.status.paused:
@@ -284,9 +288,37 @@ class LiveTrainer:
         # 4. publish
         self._set(PUBLISHING, "saving the new policy version")
         version = self.publish(round_id, seed, live, rm.version, metrics)
+        self._policy_kl = kl
         self.store.finish_round(round_id, "published", metrics=metrics, policy_version=version,
                                 reward_model_version=rm.version)
         return metrics
+
+    def _bound_kl(self, budget: float) -> dict:
+        """The round's policy's own KL, measured after its last update on that step's answers, and
+        if it is past `budget`, the policy pulled back onto it (kl_bound.py). GRPO samples inside
+        TRL and keeps no answers: its last step's KL stands."""
+        from .kl_bound import answers_kl, pull_back
+
+        opt, s = self._optimizer, self.settings
+        batch = getattr(opt, "last_rollout", None)
+        if batch is None:
+            return {}
+        self._set(CHECKING_KL)
+
+        def measure() -> float:
+            return answers_kl(self._trainable, opt.ref_model, batch, opt.config.temperature,
+                              opt.config.minibatch_size, between=self.gate.wait_until_idle)
+
+        kl = measure()
+        out = {"kl/ref_last_step": self._policy_kl, "kl/ref": kl, "kl/pull_back": 1.0}
+        if kl > budget and s.kl_pull_back > 0:
+            self._set(CHECKING_KL, f"{kl:.2f} nats is past the budget {budget:.2f}: pulling the policy back")
+            got = pull_back(self._trainable, opt.ref_model, measure, kl, target=s.kl_pull_back * budget,
+                            bound=budget)
+            if got is not None:
+                out.update({"kl/ref_before_pull_back": kl, "kl/pull_back": got[0], "kl/ref": got[1]})
+                log.info("pulled the policy back from %.2f to %.2f nats (alpha %.3f)", kl, got[1], got[0])
+        return out
 
     def _compare_with_live(self, prompts: list[str], reward_fn, seed: int, rng: random.Random) -> dict:
         from .acceptance import compare_with_live

@@ -125,21 +125,43 @@ def test_nan_round_is_discarded_and_served_policy_stays(rt):
     assert rt.store.stats()["policy_versions"] == 2
 
 
-def test_round_over_the_kl_bound_is_discarded(sharp_model_dir, tmp_path):
+def test_round_past_the_kl_bound_is_pulled_back_onto_it(sharp_model_dir, tmp_path):
     # The budget check runs before each step on the KL the last step measured, so the round's last
-    # update can carry the policy past max_kl: then the hard bound discards it.
-    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--max-kl", "1e-6", "--kl-ramp-ratings", "0",
+    # update carries the policy past max_kl; measured after it, the policy is shrunk towards the
+    # initial one until it is within the bound, and published.
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--max-kl", "0.05", "--ppo.learning-rate", "1e-2"))
+    rate_some(rt, 20)
+    row = rt.trainer.run_round()
+    assert row["status"] == "published", row["reason"]
+    m = row["metrics"]
+    assert m["kl/ref_before_pull_back"] > 0.05 >= m["kl/ref"] > 0
+    assert 0 < m["kl/pull_back"] < 1
+    assert rt.holder.version == 1 and rt.trainer._policy_kl == m["kl/ref"]
+
+    # The KL recorded with the version is the served policy's: measured again on the same answers.
+    from rlhf_app.kl_bound import answers_kl
+
+    opt = rt.trainer._optimizer
+    served = rt.holder.current().model
+    kl = answers_kl(served, rt.base.model, opt.last_rollout, opt.config.temperature, 4)
+    assert kl == pytest.approx(m["kl/ref"], rel=1e-3)
+
+
+def test_round_over_the_kl_bound_is_discarded_without_pull_back(sharp_model_dir, tmp_path):
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--max-kl", "1e-6", "--kl-pull-back", "0",
                                 "--ppo.learning-rate", "1e-2"))
     rate_some(rt, 20)
     row = rt.trainer.run_round()
     assert row["status"] == "discarded" and "over the bound" in row["reason"], row["reason"]
     assert "raise max_kl" in row["reason"], row["reason"]
+    assert row["metrics"]["kl/pull_back"] == 1.0 and "kl/ref_before_pull_back" not in row["metrics"]
     assert rt.holder.version == 0
 
 
 def test_rounds_stop_at_the_kl_budget_the_ratings_allow(sharp_model_dir, tmp_path):
     # 20 ratings of a 1000-rating ramp allow 8 * 20 / 1000 = 0.16 nats; a fast learner passes that
-    # within a few steps, and the round publishes what it had when the budget was reached.
+    # within a few steps; the round stops stepping there and its policy, one update past, is pulled
+    # back within the budget and published.
     fast = ["--ppo.learning-rate", "1e-2", "--ppo.steps-per-round", "6"]
     rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", *fast, "--kl-ramp-ratings", "1000"))
     rate_some(rt, 20)
@@ -147,7 +169,8 @@ def test_rounds_stop_at_the_kl_budget_the_ratings_allow(sharp_model_dir, tmp_pat
     assert row["status"] == "published", row["reason"]
     m = row["metrics"]
     assert m["kl/budget"] == pytest.approx(0.16)
-    assert 1 < m["round/steps"] < 6 and m["kl/ref"] >= 0.16
+    assert 1 < m["round/steps"] < 6 and m["kl/ref_last_step"] >= 0.16
+    assert m["kl/ref_before_pull_back"] > 0.16 >= m["kl/ref"]
 
     # After a restart the policy's KL comes from its stored metrics: with a budget below it the
     # next round takes no step, says why, and the served version stays.
