@@ -59,7 +59,7 @@ def reward_model_history(store: Store) -> list[dict[str, Any]]:
     return [{"version": r["version"], "created_at": r["created_at"], **r["metrics"]} for r in store.reward_models()]
 
 
-ROUND_KEYS = ("reward/mean", "kl/ref", "kl/budget", "ppo/entropy", "grpo/entropy", "bon/entropy",
+ROUND_KEYS = ("reward/mean", "kl/ref", "kl/budget", "kl/pull_back", "ppo/entropy", "grpo/entropy", "bon/entropy",
               "ppo/approx_kl", "ppo/clipfrac", "kl/coef", "answer/length", "time/step_s")
 
 

@@ -289,7 +289,11 @@ class LiveTrainer:
         self._set(PUBLISHING, "saving the new policy version")
         version = self.publish(round_id, seed, live, rm.version, metrics)
         self._policy_kl = kl
-        self.store.finish_round(round_id, "published", metrics=metrics, policy_version=version,
+        note = None
+        if "kl/ref_before_pull_back" in metrics:
+            note = (f"pulled back from {metrics['kl/ref_before_pull_back']:.2f} to {kl:.2f} nats (alpha "
+                    f"{metrics['kl/pull_back']:.3f}): the policy is at the KL budget {budget:.2f} and moves along it")
+        self.store.finish_round(round_id, "published", reason=note, metrics=metrics, policy_version=version,
                                 reward_model_version=rm.version)
         return metrics
 

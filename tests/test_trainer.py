@@ -136,6 +136,7 @@ def test_round_past_the_kl_bound_is_pulled_back_onto_it(sharp_model_dir, tmp_pat
     m = row["metrics"]
     assert m["kl/ref_before_pull_back"] > 0.05 >= m["kl/ref"] > 0
     assert 0 < m["kl/pull_back"] < 1
+    assert row["reason"].startswith("pulled back from") and "KL budget 0.05" in row["reason"], row["reason"]
     assert rt.holder.version == 1 and rt.trainer._policy_kl == m["kl/ref"]
 
     # The KL recorded with the version is the served policy's: measured again on the same answers.
