@@ -99,6 +99,10 @@ CONFIGS: dict[str, list[str]] = {
     # A round that ends past max_kl is discarded, as before kl_pull_back: on the pets prompts every
     # round after 56-88 ratings was, and the served policy stopped changing.
     "ppo-discard-past-kl": ["--kl-pull-back", "0"],
+    # Three PPO steps a round at the default max_kl: with rounds past the bound pulled back onto it
+    # rather than discarded, a faster policy no longer stops at the bound. wants_topic seed 0 (pets)
+    # replayed its old run step for step with two: it never reached the bound, and was still climbing.
+    "ppo-steps3": ["--ppo.steps-per-round", "3"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
