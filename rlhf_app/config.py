@@ -224,7 +224,9 @@ class Settings:
     train_every_seconds: float = _f(120.0, "...or after this many seconds with at least one new rating.")
     lora_r: int = _f(16, "LoRA rank of the policy; 0 means full fine-tuning.")
     lora_alpha: int = _f(32, "LoRA alpha of the policy.")
-    max_kl: float = _f(8.0, "A round whose KL to the initial policy (nats per answer) exceeds this is discarded.")
+    max_kl: float = _f(
+        8.0, "The most KL to the initial policy (nats per answer, measured after a round's last update) a "
+        "published version may have: a round past it is pulled back onto it (kl_pull_back) or discarded.")
     kl_pull_back: float = _f(
         0.9,
         "A round whose policy ends past the KL budget (max_kl, or the ramp's share of it) is pulled back "
