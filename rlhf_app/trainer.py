@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 KL_ADVICE = ("if rounds keep stopping at the KL bound, the policy cannot move further from the initial one: raise "
              f"max_kl ({env_name('max_kl')}, {flag_name('max_kl')}) to let ratings change it again, or make an "
              "earlier version live")
-"""What a person running the app can do when the trainer is stuck at `max_kl` (live runs reached it by
-56-88 ratings on the pets prompts and published nothing after)."""
+"""What a person running the app can do when the trainer is stuck at `max_kl` (with `kl_pull_back` 0, live
+runs reached it by 56-88 ratings on the pets prompts and published nothing after)."""
 
 IDLE, FITTING, OPTIMIZING, CHECKING_KL, CHECKING, PUBLISHING, PAUSED, ERROR = (
     "idle", "fitting the reward model", "optimizing", "measuring KL to the initial policy",
@@ -250,10 +250,9 @@ class LiveTrainer:
         metrics.update({f"reward_model/{k}": v for k, v in rm.metrics.items() if isinstance(v, (int, float))})
 
         # 3. check
-        bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
-        if per_step and not bad:
+        if per_step and not _non_finite(metrics):
             metrics.update(self._bound_kl(budget))
-            bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+        bad = _non_finite(metrics)
         kl = metrics.get("kl/ref", 0.0)
         reason = None
         if not per_step and not self.status.paused:
@@ -467,6 +466,11 @@ def _mean_metrics(per_step: list[dict]) -> dict:
     if per_step and "kl/ref" in per_step[-1]:
         out["kl/ref"] = float(per_step[-1]["kl/ref"])
     return out
+
+
+def _non_finite(metrics: dict) -> list[str]:
+    """Names of the metrics that are NaN or infinite."""
+    return [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
 
 
 def _finite(metrics: dict) -> dict:
