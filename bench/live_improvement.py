@@ -108,6 +108,9 @@ CONFIGS: dict[str, list[str]] = {
     # beta 0.2 was chosen when reaching the bound froze the policy. At 0.2 wants_topic seed 0 (pets)
     # sat at 3-4 nats for its first 56 ratings and never reached the bound.
     "ppo-kl-coef0.1": ["--ppo.init-kl-coef", "0.1"],
+    # The other way: at 0.1 seed 0 reached the bound by 48 ratings and gained +0.07 against +0.15, its
+    # reward models right on 0.57-0.72 of held-out ratings, spending the budget on their errors.
+    "ppo-kl-coef0.3": ["--ppo.init-kl-coef", "0.3"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
