@@ -100,8 +100,9 @@ class PPOConfig:
         0.2,
         "Per-token KL penalty coefficient (beta), the price of a nat away from the initial policy. At 0.05 "
         "every live run had spent max_kl by 24-48 ratings and most later rounds were discarded; at 0.2 most "
-        "rounds stayed under it and prefers_shorter gained +0.34 over 3 seeds against +0.17 "
-        "(bench/results/live_improvement.md).",
+        "rounds stayed under it and prefers_shorter gained +0.34 over 3 seeds against +0.17. With rounds past "
+        "max_kl pulled back, 0.1 and 0.3 gained +0.07 and -0.02 where 0.2 gained +0.15 (wants_topic, pets "
+        "prompts, seed 0; bench/results/live_improvement.md).",
     )
     adaptive_kl: bool = _f(
         False,
