@@ -111,6 +111,9 @@ CONFIGS: dict[str, list[str]] = {
     # The other way: at 0.1 seed 0 reached the bound by 48 ratings and gained +0.07 against +0.15, its
     # reward models right on 0.57-0.83 of held-out ratings, spending the budget on their errors.
     "ppo-kl-coef0.3": ["--ppo.init-kl-coef", "0.3"],
+    # Every rating trains the reward model: at the default 0.2, a generation in five is held out to
+    # measure accuracy, and every pair touching one is dropped, about a third of the pairs.
+    "ppo-heldout0": ["--reward.heldout-fraction", "0"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
