@@ -58,6 +58,10 @@ class RewardModelConfig:
     num_layers: int = _f(8, "Backbone layers the reward model keeps (the first ones); 0 keeps all.")
     max_length: int = _f(256, "Prompt + answer tokens the reward model reads; longer is truncated.")
     heldout_fraction: float = _f(0.2, "Share of rated generations kept out of fitting to measure accuracy.")
+    accuracy_folds: int = _f(
+        5, "'features' at heldout_fraction 0: folds of the rated generations the held-out accuracy is "
+           "cross-fitted over (each fold scored by a head fitted without it); below 2, none is measured.",
+    )
     max_cross_pairs_per_item: int = _f(
         4, "Pairs across prompts made per pointwise rating (thumbs, 1-5 scores) without a partner."
     )

@@ -25,7 +25,8 @@ Held-out split: a generation is held out when a hash of its id falls below `held
 so it never moves between splits as data grows; a pair is held out if either answer is.
 Cross-prompt partners are drawn within the item's own split, so no training item is wasted on a
 held-out pair. Held-out pointwise items are also kept to measure the Spearman correlation between
-reward and utility.
+reward and utility. At `heldout_fraction` 0 every pair trains, and the 'features' reward model
+measures its accuracy by cross-fitting over `fold_of` the same hash (reward_features.py).
 
 >>> utility("score", 5), utility("score", 2), utility("thumb", -1)
 (1.0, -0.5, -1.0)
@@ -58,10 +59,24 @@ def utility(kind: str, value: int) -> float:
     raise ValueError(f"unknown rating kind {kind!r}")
 
 
-def is_heldout(generation_id: int, fraction: float) -> bool:
-    """Whether a generation is kept out of fitting; depends on its id only, so it never moves."""
+def _unit_hash(generation_id: int) -> float:
+    """A number in [0, 1) that depends on the generation's id only, so its split never moves."""
     h = hashlib.sha256(f"rlhf-heldout:{int(generation_id)}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2**64 < fraction
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def is_heldout(generation_id: int, fraction: float) -> bool:
+    """Whether a generation is kept out of fitting."""
+    return _unit_hash(generation_id) < fraction
+
+
+def fold_of(generation_id: int, folds: int) -> int:
+    """The cross-fitting fold of a generation, in 0..folds-1: fold 0 of 5 is `is_heldout(g, 0.2)`.
+
+    >>> all((fold_of(g, 5) == 0) == is_heldout(g, 0.2) for g in range(200))
+    True
+    """
+    return min(int(_unit_hash(generation_id) * folds), folds - 1)
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,6 @@ def insufficient_data_reason(data: PreferenceData) -> str | None:
     return (
         f"Not enough ratings to fit a reward model: {len(data.train)} training pair(s), need {MIN_TRAIN_PAIRS}. "
         f"Pairs come from A/B votes ('a' or 'b'; {data.n_ties_skipped} tie(s) skipped) and from answers "
-        "rated differently (thumbs or 1-5 scores); "
-        f"{len(data.heldout)} pair(s) are held out to measure accuracy."
+        "rated differently (thumbs or 1-5 scores)"
+        + (f"; {len(data.heldout)} pair(s) are held out to measure accuracy." if data.heldout_fraction else ".")
     )

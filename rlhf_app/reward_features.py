@@ -44,7 +44,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from .config import RewardModelConfig
 from .models import fix_pad_token, pick_device
-from .preferences import PreferenceData, insufficient_data_reason
+from .preferences import MIN_TRAIN_PAIRS, SOURCES, PreferenceData, fold_of, insufficient_data_reason
 from .reward import (
     META_FILE,
     FittedReward,
@@ -53,6 +53,7 @@ from .reward import (
     finish_fit,
     quiet_truncated_load,
     right_pad,
+    spearman,
     staging_dir,
 )
 
@@ -225,6 +226,53 @@ def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], seed: i
     return best
 
 
+def cross_fitted_metrics(
+    fz: Featurizer, data: PreferenceData, diff: torch.Tensor, margin: torch.Tensor, mean: torch.Tensor,
+    std: torch.Tensor, l2: float, folds: int,
+) -> dict[str, Any]:
+    """Held-out accuracy and Spearman when every rating trains the head (`heldout_fraction` 0).
+
+    The rated generations are split in `folds` by `fold_of`; a head fitted on the pairs that touch
+    no generation of fold k scores the pairs that touch one (a pair across two folds is scored
+    twice, once by each fold's head) and fold k's rated items. So each figure comes from a head
+    that never saw the rating, as with a held-out split, and no rating is kept from the served
+    reward model. What leaks: the L2 strength and the feature standardization, chosen on all pairs.
+    """
+    pairs = data.train
+    fold_c = torch.tensor([fold_of(p.chosen_id, folds) for p in pairs])
+    fold_r = torch.tensor([fold_of(p.rejected_id, folds) for p in pairs])
+    right: list[bool] = []
+    sources: list[str] = []
+    rhos: list[float] = []
+    n_items = 0
+    for k in range(folds):
+        test = (fold_c == k) | (fold_r == k)
+        if not test.any() or int((~test).sum()) < MIN_TRAIN_PAIRS:
+            continue
+        w = fit_head(diff[~test], margin[~test], l2)
+        right += ((diff[test] @ w) > 0).tolist()
+        sources += [p.source for p, t in zip(pairs, test.tolist()) if t]
+        items = [it for it in data.items if fold_of(it.generation_id, folds) == k]
+        if items:
+            x = fz.features([it.prompt for it in items], [it.text for it in items])
+            rho = spearman((((x - mean) / std) @ w).tolist(), [it.utility for it in items])
+            n_items += len(items)
+            if rho is not None:
+                rhos.append(rho)
+    by_source = {}
+    for s in SOURCES:
+        hits = [r for r, src in zip(right, sources) if src == s]
+        by_source[f"heldout_accuracy_{s}"] = sum(hits) / len(hits) if hits else None
+    return {
+        "heldout_accuracy": sum(right) / len(right) if right else None,
+        **by_source,
+        "heldout_spearman": sum(rhos) / len(rhos) if rhos else None,
+        "n_heldout_pairs": len(right),
+        "n_heldout_items": n_items,
+        "accuracy_folds": folds,
+    }
+
+
 def fit_feature_reward_model(
     base_path: str,
     data: PreferenceData,
@@ -259,6 +307,10 @@ def fit_feature_reward_model(
     l2 = config.head_l2 or pick_l2(diff, margin, list(L2_GRID), seed)
     weight = fit_head(diff, margin, l2)
     train_loss = float(torch.nn.functional.softplus(margin - diff @ weight).mean())
+    cross_fitted = {}
+    if data.heldout_fraction == 0 and config.accuracy_folds >= 2:
+        progress("cross-fitting the held-out accuracy")
+        cross_fitted = cross_fitted_metrics(fz, data, diff, margin, mean, std, l2, config.accuracy_folds)
 
     rm = FeatureRewardModel(fz, mean, std, weight, version=version, last_event_id=last_event_id, path=out_dir)
     from safetensors.torch import save_file
@@ -267,7 +319,7 @@ def fit_feature_reward_model(
         save_file({"mean": mean.contiguous(), "std": std.contiguous(), "weight": weight.contiguous()}, tmp / HEAD_FILE)
         return finish_fit(rm, tmp, "features", data=data, config=config, seed=seed, base_samples=base_samples,
                           base_path=base_path, started=t0, progress=progress,
-                          metrics={"train_loss": train_loss, "head_l2": l2},
+                          metrics={"train_loss": train_loss, "head_l2": l2, **cross_fitted},
                           meta={"features": "mean hidden state over answer tokens, hidden state at EOS, sum of "
                                             "answer token embeddings, log1p(answer tokens)"})
 

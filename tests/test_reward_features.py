@@ -1,14 +1,25 @@
 """The frozen-feature reward model (rlhf_app/reward_features.py): features are cached and batch-
-independent, the fit is deterministic and learns a clear preference, L2 is picked from the grid."""
+independent, the fit is deterministic and learns a clear preference, L2 is picked from the grid,
+and with nothing held out its accuracy is cross-fitted without changing the served head."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import dataclasses
+
 from rlhf_app.config import RewardModelConfig
+from rlhf_app.preferences import SAME_PROMPT, Pair, PreferenceData
 from rlhf_app.reward import RewardModel, fit_and_record
-from rlhf_app.reward_features import L2_GRID, FeatureRewardModel, Featurizer, fit_head, pick_l2
+from rlhf_app.reward_features import (
+    L2_GRID,
+    FeatureRewardModel,
+    Featurizer,
+    cross_fitted_metrics,
+    fit_head,
+    pick_l2,
+)
 from rlhf_app.store import Store
 
 from test_reward import fill_yes_no_store
@@ -66,3 +77,34 @@ def test_pick_l2_prefers_weak_l2_on_clean_data_and_strong_on_noise():
     m = torch.zeros(200)
     assert pick_l2(clean, m, list(L2_GRID), seed=0) < pick_l2(noise, m, list(L2_GRID), seed=0)
     assert pick_l2(clean[:5], m[:5], list(L2_GRID), seed=0) == sorted(L2_GRID)[len(L2_GRID) // 2]
+
+
+def test_with_nothing_held_out_every_pair_trains_and_accuracy_is_cross_fitted(tiny_model_dir, tmp_path):
+    fits = {}
+    for name, folds in (("cross_fitted", 5), ("unmeasured", 0)):
+        store = Store(tmp_path / name / "rlhf.db")
+        fill_yes_no_store(store, n_prompts=40, seed=3)
+        config = dataclasses.replace(CONFIG, heldout_fraction=0.0, accuracy_folds=folds)
+        fits[name] = fit_and_record(store, str(tiny_model_dir), config, seed=0, data_dir=tmp_path / name)
+    held = fit_and_record(store, str(tiny_model_dir), CONFIG, seed=0, data_dir=tmp_path / "unmeasured")
+    m = fits["cross_fitted"].metrics
+    assert m["n_train_pairs"] > held.metrics["n_train_pairs"]  # the held-out pairs train too
+    assert m["accuracy_folds"] == 5 and m["n_heldout_pairs"] >= m["n_train_pairs"]  # each pair scored once or twice
+    assert m["heldout_accuracy"] >= 0.75 and m["heldout_spearman"] > 0.5, m
+    assert m["heldout_accuracy"] <= m["train_accuracy"]
+    assert fits["unmeasured"].metrics["heldout_accuracy"] is None
+    assert torch.equal(fits["cross_fitted"].weight, fits["unmeasured"].weight)  # measuring leaves the head alone
+
+
+def test_cross_fitted_accuracy_is_chance_when_there_is_nothing_to_learn():
+    g = torch.Generator().manual_seed(0)
+    pairs = [Pair("p", "a", "b", 0.0, SAME_PROMPT, 2 * i, 2 * i + 1, "p") for i in range(300)]
+    data = PreferenceData(train=pairs, heldout=[], items=[], heldout_items=[])
+    x = torch.randn(300, 20, generator=g)
+    m0, ones = torch.zeros(300), torch.ones(20)
+    noise = cross_fitted_metrics(None, data, x, m0, torch.zeros(20), ones, l2=1.0, folds=5)
+    clean = cross_fitted_metrics(None, data, torch.where(x[:, :1] > 0, x, -x), m0, torch.zeros(20), ones,
+                                 l2=1.0, folds=5)
+    assert 0.4 < noise["heldout_accuracy"] < 0.6 and clean["heldout_accuracy"] > 0.8
+    assert 300 < noise["n_heldout_pairs"] < 600  # a pair across two folds is scored by both
+    assert noise["heldout_spearman"] is None  # no rated items given
