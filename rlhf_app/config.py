@@ -57,7 +57,10 @@ class RewardModelConfig:
     lora_r: int = _f(8, "'lora': LoRA rank of the reward model's backbone; 0 trains the score head only.")
     num_layers: int = _f(8, "Backbone layers the reward model keeps (the first ones); 0 keeps all.")
     max_length: int = _f(256, "Prompt + answer tokens the reward model reads; longer is truncated.")
-    heldout_fraction: float = _f(0.2, "Share of rated generations kept out of fitting to measure accuracy.")
+    heldout_fraction: float = _f(
+        0.0, "Share of rated generations kept out of fitting to measure accuracy. At 0 every rating trains "
+             "and 'features' cross-fits the accuracy instead ('lora' then measures none).",
+    )
     accuracy_folds: int = _f(
         5, "'features' at heldout_fraction 0: folds of the rated generations the held-out accuracy is "
            "cross-fitted over (each fold scored by a head fitted without it); below 2, none is measured.",

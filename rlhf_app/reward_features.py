@@ -22,8 +22,8 @@ The embedding sum raised the oracle agreement of every rater at 24-96 ratings by
 (bench/results/reward_sample_efficiency.md, 'features' against the earlier rows without it).
 
 They are standardized on the training answers. The L2 strength is `reward.head_l2`, or, at its
-default 0, picked per fit from `L2_GRID` by cross-validated pair log-loss, since the right amount
-differs between 20 ratings and 2000.
+default 0, picked per fit from `L2_GRID` by pair log-loss cross-validated over folds of generations
+(`generation_folds`), since the right amount differs between 20 ratings and 2000.
 
     rm = fit_and_record(store, base_path, RewardModelConfig(method="features"), seed=0, data_dir="data")
     rm.score(["Tell me a joke"], ["Why did the cat sit on the computer? ..."])   # normalized
@@ -44,7 +44,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from .config import RewardModelConfig
 from .models import fix_pad_token, pick_device
-from .preferences import MIN_TRAIN_PAIRS, SOURCES, PreferenceData, fold_of, insufficient_data_reason
+from .preferences import MIN_TRAIN_PAIRS, SOURCES, Pair, PreferenceData, fold_of, insufficient_data_reason
 from .reward import (
     META_FILE,
     FittedReward,
@@ -58,7 +58,8 @@ from .reward import (
 )
 
 HEAD_FILE = "head.safetensors"
-L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+L2_FOLDS = 5
 CACHE_SIZE = 20_000
 """Cached feature rows per featurizer: about 7 KB each for SmolLM2, so at most ~140 MB."""
 
@@ -200,26 +201,37 @@ def fit_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, max_iter: int 
     return w.detach().float()
 
 
-def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], seed: int, folds: int = 4) -> float:
+def generation_folds(pairs: list[Pair], folds: int) -> list[torch.Tensor]:
+    """Test masks for cross-validation: fold k holds every pair touching a generation of fold k.
+
+    Folds are of generations (`fold_of`), not of pairs: two answers to a prompt rated by score
+    make up to 15 pairs each, so a split of pairs puts nearly every test answer in training pairs
+    too, and the held-out loss rewards memorizing answers.
+    """
+    fc = torch.tensor([fold_of(p.chosen_id, folds) for p in pairs])
+    fr = torch.tensor([fold_of(p.rejected_id, folds) for p in pairs])
+    return [(fc == k) | (fr == k) for k in range(folds)]
+
+
+def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], test_masks: list[torch.Tensor]) -> float:
     """The L2 strength of `grid` with the lowest cross-validated pair log-loss (margins left out).
 
-    Pairs share answers, so the folds leak a little and favour weaker L2 slightly; with fewer
-    pairs than folds the middle of the grid is taken.
+    `test_masks` are the folds' test pairs (`generation_folds`); each fold's head is fitted on the
+    pairs outside its mask. Splitting pairs instead picked the weakest L2 of the grid (0.001) from
+    48 ratings on a live wants_topic run, where these folds picked 10 and the head ordered the
+    policy's next answers better (bench/reward_on_policy.py). With fewer than 2 usable folds the
+    middle of the grid is taken.
     """
+    usable = [m for m in test_masks if m.any() and int((~m).sum()) >= MIN_TRAIN_PAIRS]
     if len(grid) == 1:
         return grid[0]
-    n = diff.shape[0]
-    if n < 2 * folds:
+    if len(usable) < 2:
         return sorted(grid)[len(grid) // 2]
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n, generator=g)
     best, best_loss = grid[0], math.inf
     for l2 in grid:
         loss = 0.0
-        for k in range(folds):
-            test = perm[k::folds]
-            train = torch.cat([perm[j::folds] for j in range(folds) if j != k])
-            w = fit_head(diff[train], margin[train], l2)
+        for test in usable:
+            w = fit_head(diff[~test], margin[~test], l2)
             loss += float(torch.nn.functional.softplus(-(diff[test] @ w)).sum())
         if loss < best_loss:
             best, best_loss = l2, loss
@@ -239,14 +251,11 @@ def cross_fitted_metrics(
     reward model. What leaks: the L2 strength and the feature standardization, chosen on all pairs.
     """
     pairs = data.train
-    fold_c = torch.tensor([fold_of(p.chosen_id, folds) for p in pairs])
-    fold_r = torch.tensor([fold_of(p.rejected_id, folds) for p in pairs])
     right: list[bool] = []
     sources: list[str] = []
     rhos: list[float] = []
     n_items = 0
-    for k in range(folds):
-        test = (fold_c == k) | (fold_r == k)
+    for k, test in enumerate(generation_folds(pairs, folds)):
         if not test.any() or int((~test).sum()) < MIN_TRAIN_PAIRS:
             continue
         w = fit_head(diff[~test], margin[~test], l2)
@@ -304,7 +313,7 @@ def fit_feature_reward_model(
     diff = (chosen - rejected) / std
     margin = torch.tensor([float(p.margin) for p in data.train])
     progress("fitting the reward head")
-    l2 = config.head_l2 or pick_l2(diff, margin, list(L2_GRID), seed)
+    l2 = config.head_l2 or pick_l2(diff, margin, list(L2_GRID), generation_folds(data.train, L2_FOLDS))
     weight = fit_head(diff, margin, l2)
     train_loss = float(torch.nn.functional.softplus(margin - diff @ weight).mean())
     cross_fitted = {}

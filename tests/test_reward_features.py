@@ -18,6 +18,7 @@ from rlhf_app.reward_features import (
     Featurizer,
     cross_fitted_metrics,
     fit_head,
+    generation_folds,
     pick_l2,
 )
 from rlhf_app.store import Store
@@ -69,14 +70,37 @@ def test_fit_head_follows_the_margin_and_l2_shrinks_it():
     assert wide[0] > weak[0]
 
 
+def pairs_among(n_items: int) -> list[Pair]:
+    """Every pair of n rated answers to one prompt, as ratings by score make them."""
+    return [Pair("p", "a", "b", 0.0, SAME_PROMPT, i, j, "p") for i in range(n_items) for j in range(i + 1, n_items)]
+
+
 def test_pick_l2_prefers_weak_l2_on_clean_data_and_strong_on_noise():
     g = torch.Generator().manual_seed(0)
+    pairs = [Pair("p", "a", "b", 0.0, SAME_PROMPT, 2 * i, 2 * i + 1, "p") for i in range(200)]
+    folds = generation_folds(pairs, 5)
     x = torch.randn(200, 20, generator=g)
     clean = torch.where(x[:, :1] > 0, x, -x)  # feature 0 always favours the chosen answer
     noise = torch.randn(200, 20, generator=g)  # nothing to learn
     m = torch.zeros(200)
-    assert pick_l2(clean, m, list(L2_GRID), seed=0) < pick_l2(noise, m, list(L2_GRID), seed=0)
-    assert pick_l2(clean[:5], m[:5], list(L2_GRID), seed=0) == sorted(L2_GRID)[len(L2_GRID) // 2]
+    assert pick_l2(clean, m, list(L2_GRID), folds) < pick_l2(noise, m, list(L2_GRID), folds)
+    few = generation_folds(pairs[:1], 5)  # one pair: no fold leaves anything to train on
+    assert pick_l2(clean[:1], m[:1], list(L2_GRID), few) == sorted(L2_GRID)[len(L2_GRID) // 2]
+
+
+def test_folds_of_generations_do_not_reward_memorizing_answers():
+    # 20 answers with random features and random utilities: nothing generalizes, but every answer is
+    # in 19 pairs, so a random split of pairs shows the test pairs' answers in training.
+    g = torch.Generator().manual_seed(0)
+    answers, utility = torch.randn(20, 30, generator=g), torch.randn(20, generator=g)
+    pairs = [p if utility[p.chosen_id] > utility[p.rejected_id] else
+             Pair("p", "a", "b", 0.0, SAME_PROMPT, p.rejected_id, p.chosen_id, "p") for p in pairs_among(20)]
+    diff = torch.stack([answers[p.chosen_id] - answers[p.rejected_id] for p in pairs])
+    m = torch.zeros(len(pairs))
+    perm = torch.randperm(len(pairs), generator=g)
+    by_pairs = [torch.zeros(len(pairs), dtype=torch.bool).index_fill_(0, perm[k::5], True) for k in range(5)]
+    assert pick_l2(diff, m, list(L2_GRID), by_pairs) == min(L2_GRID)  # fooled: memorized answers look like skill
+    assert pick_l2(diff, m, list(L2_GRID), generation_folds(pairs, 5)) >= 1.0
 
 
 def test_with_nothing_held_out_every_pair_trains_and_accuracy_is_cross_fitted(tiny_model_dir, tmp_path):
