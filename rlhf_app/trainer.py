@@ -269,9 +269,10 @@ class LiveTrainer:
             reason = f"an admin made another version live during the round (it started from v{live})"
         elif bad:
             reason = f"non-finite metrics: {', '.join(bad)}"
-        elif kl > s.max_kl:
-            reason = (f"KL to the initial policy {kl:.2f} nats is over the bound {s.max_kl:g}. The next round starts "
-                      f"from the live version again; {KL_ADVICE}")
+        elif kl > budget:  # pulling back fell short, or is off
+            reason = f"KL to the initial policy {kl:.2f} nats is over the bound {budget:.3g}. The next round starts "
+            reason += (f"from the live version again; {KL_ADVICE}" if budget >= s.max_kl else
+                       f"from the live version again; the bound grows to max_kl {s.max_kl:g} at {s.kl_ramp_ratings} ratings")
         elif s.publish_gate:
             metrics.update(self._compare_with_live(prompts, reward_fn, seed, rng))
             if metrics["gate/gain"] < 0:

@@ -163,7 +163,7 @@ def test_rounds_stop_at_the_kl_budget_the_ratings_allow(sharp_model_dir, tmp_pat
     # 20 ratings of a 1000-rating ramp allow 8 * 20 / 1000 = 0.16 nats; a fast learner passes that
     # within a few steps; the round stops stepping there and its policy, one update past, is pulled
     # back within the budget and published.
-    fast = ["--ppo.learning-rate", "1e-2", "--ppo.steps-per-round", "6"]
+    fast = ["--ppo.learning-rate", "5e-3", "--ppo.steps-per-round", "6"]
     rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", *fast, "--kl-ramp-ratings", "1000"))
     rate_some(rt, 20)
     row = rt.trainer.run_round()
@@ -172,6 +172,14 @@ def test_rounds_stop_at_the_kl_budget_the_ratings_allow(sharp_model_dir, tmp_pat
     assert m["kl/budget"] == pytest.approx(0.16)
     assert 1 < m["round/steps"] < 6 and m["kl/ref_last_step"] >= 0.16
     assert m["kl/ref_before_pull_back"] > 0.16 >= m["kl/ref"]
+
+    # Without the pull-back, a round ending past the ramp's bound is discarded, though under max_kl.
+    rt1 = Runtime.build(settings(sharp_model_dir, tmp_path / "nopull", *fast, "--kl-ramp-ratings", "1000",
+                                 "--kl-pull-back", "0"))
+    rate_some(rt1, 20)
+    row = rt1.trainer.run_round()
+    assert row["status"] == "discarded" and "over the bound 0.16" in row["reason"], row["reason"]
+    assert "grows to max_kl 8 at 1000 ratings" in row["reason"] and rt1.holder.version == 0
 
     # After a restart the policy's KL comes from its stored metrics: with a budget below it the
     # next round takes no step, says why, and the served version stays.
