@@ -114,6 +114,13 @@ CONFIGS: dict[str, list[str]] = {
     # Every rating trains the reward model: at the default 0.2, a generation in five is held out to
     # measure accuracy, and every pair touching one is dropped, about a third of the pairs.
     "ppo-heldout0": ["--reward.heldout-fraction", "0"],
+    # Both: every rating trains, and L2 is cross-validated over folds of rated answers instead of pairs
+    # (pairs share answers, so the pair split picked L2 0.001 where these folds pick 0.1-10, and the
+    # head ranked a live run's next answers better: bench/reward_on_policy.py). Its wants_topic rows
+    # ran as the default at commit 9654f26, whose L2 grid also held 100.
+    "ppo-rm-generation-folds-heldout0": ["--reward.heldout-fraction", "0", "--reward.l2-folds", "generations"],
+    # The L2 folds alone, a fifth still held out: which of the two cost wants_topic seeds 1 and 2.
+    "ppo-rm-generation-folds": ["--reward.l2-folds", "generations"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale

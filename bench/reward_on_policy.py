@@ -32,7 +32,14 @@ sys.path.insert(0, str(ROOT))
 
 from rlhf_app.preferences import build_preference_data  # noqa: E402
 from rlhf_app.raters import get_rater  # noqa: E402
-from rlhf_app.reward_features import L2_GRID, featurizer_for, fit_head, generation_folds, pick_l2  # noqa: E402
+from rlhf_app.reward_features import (  # noqa: E402
+    L2_GRID,
+    featurizer_for,
+    fit_head,
+    generation_splits,
+    pair_splits,
+    pick_l2,
+)
 from rlhf_app.runtime import quiet_offline_env  # noqa: E402
 from rlhf_app.store import Store  # noqa: E402
 
@@ -44,16 +51,9 @@ def blocks(h: int) -> dict[str, slice]:
     return {"mean": slice(0, h), "eos": slice(h, 2 * h), "bag": slice(2 * h, 3 * h), "len": slice(3 * h, 3 * h + 1)}
 
 
-def pick_l2_by_pairs(diff: torch.Tensor, margin: torch.Tensor, seed: int, folds: int = 4) -> float:
-    """How `pick_l2` split its folds before: random folds of pairs, which share answers."""
-    perm = torch.randperm(diff.shape[0], generator=torch.Generator().manual_seed(seed))
-    masks = [torch.zeros(diff.shape[0], dtype=torch.bool).index_fill_(0, perm[k::folds], True) for k in range(folds)]
-    return pick_l2(diff, margin, [g for g in L2_GRID if g <= 10], masks)
-
-
 ALL = ("mean", "eos", "bag", "len")
 VARIANTS: dict[str, dict] = {
-    # L2 picked on random folds of pairs, a fifth of the generations held out: the app before this
+    # L2 picked on random folds of pairs, a fifth of the generations held out: the app's default
     "pair folds, hold out 0.2": {"blocks": ALL, "heldout": 0.2},
     "pair folds, hold out none": {"blocks": ALL, "heldout": 0.0},
     "pair folds, embedding sum + length only": {"blocks": ("bag", "len"), "heldout": 0.2},
@@ -127,9 +127,9 @@ def main() -> None:
                     diff = (ch - rj) / std
                     margin = torch.tensor([p.margin for p in data.train])
                     if v.get("l2") == "generation":
-                        l2 = pick_l2(diff, margin, list(L2_GRID), generation_folds(data.train, 5))
+                        l2 = pick_l2(diff, margin, list(L2_GRID), generation_splits(data.train))
                     else:
-                        l2 = v.get("l2") or pick_l2_by_pairs(diff, margin, seed=0)
+                        l2 = v.get("l2") or pick_l2(diff, margin, list(L2_GRID), pair_splits(len(data.train), seed=0))
                     w = fit_head(diff, margin, l2)
                     pred = ((xa[:, keep] - xb[:, keep]) / std) @ w > 0
                     acc = float((pred == truth).float().mean())

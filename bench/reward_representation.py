@@ -44,7 +44,7 @@ from reward_sample_efficiency import N_TEST, corpus, oracle_agreement  # noqa: E
 from rlhf_app.preferences import build_preference_data  # noqa: E402
 from rlhf_app.raters import get_rater  # noqa: E402
 from rlhf_app.reward import encode_with_start  # noqa: E402
-from rlhf_app.reward_features import L2_FOLDS, L2_GRID, featurizer_for, fit_head, generation_folds, pick_l2  # noqa: E402
+from rlhf_app.reward_features import L2_GRID, featurizer_for, fit_head, pair_splits, pick_l2  # noqa: E402
 from rlhf_app.runtime import quiet_offline_env  # noqa: E402
 from rlhf_app.store import Store  # noqa: E402
 
@@ -100,7 +100,7 @@ def agreement(x: torch.Tensor, answers: list[tuple[str, str]], rater_name: str, 
     std = torch.cat([chosen, rejected]).std(0).nan_to_num(1.0).clamp_min(1e-4)
     diff = (chosen - rejected) / std
     margin = torch.tensor([float(p.margin) for p in data.train])
-    l2 = pick_l2(diff, margin, list(L2_GRID), generation_folds(data.train, L2_FOLDS))
+    l2 = pick_l2(diff, margin, list(L2_GRID), pair_splits(len(data.train), seed))
     w = fit_head(diff, margin, l2)
 
     class Head:

@@ -58,8 +58,12 @@ class RewardModelConfig:
     num_layers: int = _f(8, "Backbone layers the reward model keeps (the first ones); 0 keeps all.")
     max_length: int = _f(256, "Prompt + answer tokens the reward model reads; longer is truncated.")
     heldout_fraction: float = _f(
-        0.0, "Share of rated generations kept out of fitting to measure accuracy. At 0 every rating trains "
+        0.2, "Share of rated generations kept out of fitting to measure accuracy. At 0 every rating trains "
              "and 'features' cross-fits the accuracy instead ('lora' then measures none).",
+    )
+    l2_folds: str = _f(
+        "pairs", "'features', head_l2 0: what the L2 strength is cross-validated over: 'pairs' (random folds of "
+                 "pairs, which share answers) or 'generations' (folds of rated answers; no leak).",
     )
     accuracy_folds: int = _f(
         5, "'features' at heldout_fraction 0: folds of the rated generations the held-out accuracy is "
@@ -72,6 +76,8 @@ class RewardModelConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError("reward.heldout_fraction must be in [0, 1)")
+        if self.l2_folds not in ("pairs", "generations"):
+            raise ValueError(f"reward.l2_folds must be 'pairs' or 'generations', not {self.l2_folds!r}")
         if self.method not in ("features", "lora"):
             raise ValueError(f"reward.method must be 'features' or 'lora', not {self.method!r}")
 

@@ -22,8 +22,8 @@ The embedding sum raised the oracle agreement of every rater at 24-96 ratings by
 (bench/results/reward_sample_efficiency.md, 'features' against the earlier rows without it).
 
 They are standardized on the training answers. The L2 strength is `reward.head_l2`, or, at its
-default 0, picked per fit from `L2_GRID` by pair log-loss cross-validated over folds of generations
-(`generation_folds`), since the right amount differs between 20 ratings and 2000.
+default 0, picked per fit from `L2_GRID` by cross-validated pair log-loss (`reward.l2_folds`), since
+the right amount differs between 20 ratings and 2000.
 
     rm = fit_and_record(store, base_path, RewardModelConfig(method="features"), seed=0, data_dir="data")
     rm.score(["Tell me a joke"], ["Why did the cat sit on the computer? ..."])   # normalized
@@ -58,8 +58,7 @@ from .reward import (
 )
 
 HEAD_FILE = "head.safetensors"
-L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
-L2_FOLDS = 5
+L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 CACHE_SIZE = 20_000
 """Cached feature rows per featurizer: about 7 KB each for SmolLM2, so at most ~140 MB."""
 
@@ -201,37 +200,56 @@ def fit_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, max_iter: int 
     return w.detach().float()
 
 
-def generation_folds(pairs: list[Pair], folds: int) -> list[torch.Tensor]:
-    """Test masks for cross-validation: fold k holds every pair touching a generation of fold k.
+Split = tuple[torch.Tensor, torch.Tensor]
+"""(train indices, test indices) into the pairs, for one fold of a cross-validation."""
 
-    Folds are of generations (`fold_of`), not of pairs: two answers to a prompt rated by score
-    make up to 15 pairs each, so a split of pairs puts nearly every test answer in training pairs
-    too, and the held-out loss rewards memorizing answers.
+
+def pair_splits(n: int, seed: int, folds: int = 4) -> list[Split]:
+    """Random folds of the `n` pairs (the default, `reward.l2_folds = pairs`); none under 2 per fold.
+
+    Pairs share answers, so a test pair's answers are mostly in training pairs too, which favours
+    weak L2 (`generation_splits`).
     """
+    if n < 2 * folds:
+        return []
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return [(torch.cat([perm[j::folds] for j in range(folds) if j != k]), perm[k::folds]) for k in range(folds)]
+
+
+def generation_masks(pairs: list[Pair], folds: int) -> list[torch.Tensor]:
+    """Fold k's test pairs: every pair touching a generation of fold k (`fold_of`)."""
     fc = torch.tensor([fold_of(p.chosen_id, folds) for p in pairs])
     fr = torch.tensor([fold_of(p.rejected_id, folds) for p in pairs])
     return [(fc == k) | (fr == k) for k in range(folds)]
 
 
-def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], test_masks: list[torch.Tensor]) -> float:
+def generation_splits(pairs: list[Pair], folds: int = 5) -> list[Split]:
+    """Folds of generations, not pairs (`reward.l2_folds = generations`): no answer of a test pair
+    trains its head. Answers rated by score make up to 15 pairs each, so a split of pairs shows
+    nearly every test answer in training and rewards memorizing answers: on a live wants_topic run
+    it picked L2 0.001 from 48 ratings where these folds picked 1-10 and ranked the policy's next
+    answers better (bench/reward_on_policy.py); live, the policy did not gain more with it."""
+    out = []
+    for test in generation_masks(pairs, folds):
+        if test.any() and int((~test).sum()) >= MIN_TRAIN_PAIRS:
+            out.append(((~test).nonzero().flatten(), test.nonzero().flatten()))
+    return out
+
+
+def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], splits: list[Split]) -> float:
     """The L2 strength of `grid` with the lowest cross-validated pair log-loss (margins left out).
 
-    `test_masks` are the folds' test pairs (`generation_folds`); each fold's head is fitted on the
-    pairs outside its mask. Splitting pairs instead picked the weakest L2 of the grid (0.001) from
-    48 ratings on a live wants_topic run, where these folds picked 10 and the head ordered the
-    policy's next answers better (bench/reward_on_policy.py). With fewer than 2 usable folds the
-    middle of the grid is taken.
+    With fewer than 2 `splits` (too few pairs) the middle of the grid is taken.
     """
-    usable = [m for m in test_masks if m.any() and int((~m).sum()) >= MIN_TRAIN_PAIRS]
     if len(grid) == 1:
         return grid[0]
-    if len(usable) < 2:
+    if len(splits) < 2:
         return sorted(grid)[len(grid) // 2]
     best, best_loss = grid[0], math.inf
     for l2 in grid:
         loss = 0.0
-        for test in usable:
-            w = fit_head(diff[~test], margin[~test], l2)
+        for train, test in splits:
+            w = fit_head(diff[train], margin[train], l2)
             loss += float(torch.nn.functional.softplus(-(diff[test] @ w)).sum())
         if loss < best_loss:
             best, best_loss = l2, loss
@@ -255,7 +273,7 @@ def cross_fitted_metrics(
     sources: list[str] = []
     rhos: list[float] = []
     n_items = 0
-    for k, test in enumerate(generation_folds(pairs, folds)):
+    for k, test in enumerate(generation_masks(pairs, folds)):
         if not test.any() or int((~test).sum()) < MIN_TRAIN_PAIRS:
             continue
         w = fit_head(diff[~test], margin[~test], l2)
@@ -313,7 +331,9 @@ def fit_feature_reward_model(
     diff = (chosen - rejected) / std
     margin = torch.tensor([float(p.margin) for p in data.train])
     progress("fitting the reward head")
-    l2 = config.head_l2 or pick_l2(diff, margin, list(L2_GRID), generation_folds(data.train, L2_FOLDS))
+    splits = (generation_splits(data.train) if config.l2_folds == "generations"
+              else pair_splits(len(data.train), seed))
+    l2 = config.head_l2 or pick_l2(diff, margin, list(L2_GRID), splits)
     weight = fit_head(diff, margin, l2)
     train_loss = float(torch.nn.functional.softplus(margin - diff @ weight).mean())
     cross_fitted = {}

@@ -18,7 +18,8 @@ from rlhf_app.reward_features import (
     Featurizer,
     cross_fitted_metrics,
     fit_head,
-    generation_folds,
+    generation_splits,
+    pair_splits,
     pick_l2,
 )
 from rlhf_app.store import Store
@@ -78,13 +79,15 @@ def pairs_among(n_items: int) -> list[Pair]:
 def test_pick_l2_prefers_weak_l2_on_clean_data_and_strong_on_noise():
     g = torch.Generator().manual_seed(0)
     pairs = [Pair("p", "a", "b", 0.0, SAME_PROMPT, 2 * i, 2 * i + 1, "p") for i in range(200)]
-    folds = generation_folds(pairs, 5)
+    folds = generation_splits(pairs)
     x = torch.randn(200, 20, generator=g)
     clean = torch.where(x[:, :1] > 0, x, -x)  # feature 0 always favours the chosen answer
     noise = torch.randn(200, 20, generator=g)  # nothing to learn
     m = torch.zeros(200)
     assert pick_l2(clean, m, list(L2_GRID), folds) < pick_l2(noise, m, list(L2_GRID), folds)
-    few = generation_folds(pairs[:1], 5)  # one pair: no fold leaves anything to train on
+    assert pick_l2(clean, m, list(L2_GRID), pair_splits(200, seed=0)) < pick_l2(noise, m, list(L2_GRID), pair_splits(200, seed=0))
+    few = generation_splits(pairs[:1])  # one pair: no fold leaves anything to train on
+    assert few == [] and pair_splits(7, seed=0) == []
     assert pick_l2(clean[:1], m[:1], list(L2_GRID), few) == sorted(L2_GRID)[len(L2_GRID) // 2]
 
 
@@ -97,10 +100,8 @@ def test_folds_of_generations_do_not_reward_memorizing_answers():
              Pair("p", "a", "b", 0.0, SAME_PROMPT, p.rejected_id, p.chosen_id, "p") for p in pairs_among(20)]
     diff = torch.stack([answers[p.chosen_id] - answers[p.rejected_id] for p in pairs])
     m = torch.zeros(len(pairs))
-    perm = torch.randperm(len(pairs), generator=g)
-    by_pairs = [torch.zeros(len(pairs), dtype=torch.bool).index_fill_(0, perm[k::5], True) for k in range(5)]
-    assert pick_l2(diff, m, list(L2_GRID), by_pairs) == min(L2_GRID)  # fooled: memorized answers look like skill
-    assert pick_l2(diff, m, list(L2_GRID), generation_folds(pairs, 5)) >= 1.0
+    assert pick_l2(diff, m, list(L2_GRID), pair_splits(len(pairs), seed=0)) == min(L2_GRID)  # fooled
+    assert pick_l2(diff, m, list(L2_GRID), generation_splits(pairs)) >= 1.0
 
 
 def test_with_nothing_held_out_every_pair_trains_and_accuracy_is_cross_fitted(tiny_model_dir, tmp_path):
@@ -108,7 +109,7 @@ def test_with_nothing_held_out_every_pair_trains_and_accuracy_is_cross_fitted(ti
     for name, folds in (("cross_fitted", 5), ("unmeasured", 0)):
         store = Store(tmp_path / name / "rlhf.db")
         fill_yes_no_store(store, n_prompts=40, seed=3)
-        config = dataclasses.replace(CONFIG, heldout_fraction=0.0, accuracy_folds=folds)
+        config = dataclasses.replace(CONFIG, heldout_fraction=0.0, accuracy_folds=folds, l2_folds="generations")
         fits[name] = fit_and_record(store, str(tiny_model_dir), config, seed=0, data_dir=tmp_path / name)
     held = fit_and_record(store, str(tiny_model_dir), CONFIG, seed=0, data_dir=tmp_path / "unmeasured")
     m = fits["cross_fitted"].metrics
