@@ -133,7 +133,8 @@ def main() -> None:
                     w = fit_head(diff, margin, l2)
                     pred = ((xa[:, keep] - xb[:, keep]) / std) @ w > 0
                     acc = float((pred == truth).float().mean())
-                    rows.append({"run": str(data_dir), "rater": rater.name, "n": n, "variant": name, "train_pairs": len(data.train),
+                    rows.append({"run": label(data_dir), "rater": rater.name, "n": n, "variant": name,
+                                 "train_pairs": len(data.train),
                                  "test_pairs": len(test), "l2": l2, "accuracy": acc})
                     print(f"{label(data_dir)} n={n:3d} {name:62s} train {len(data.train):4d} "
                           f"test {len(test):4d} l2 {l2:g} acc {acc:.3f}", flush=True)

@@ -271,8 +271,9 @@ class LiveTrainer:
             reason = f"non-finite metrics: {', '.join(bad)}"
         elif kl > budget:  # pulling back fell short, or is off
             reason = f"KL to the initial policy {kl:.2f} nats is over the bound {budget:.3g}. The next round starts "
-            reason += (f"from the live version again; {KL_ADVICE}" if budget >= s.max_kl else
-                       f"from the live version again; the bound grows to max_kl {s.max_kl:g} at {s.kl_ramp_ratings} ratings")
+            reason += "from the live version again; " + (
+                KL_ADVICE if budget >= s.max_kl
+                else f"the bound grows to max_kl {s.max_kl:g} at {s.kl_ramp_ratings} ratings")
         elif s.publish_gate:
             metrics.update(self._compare_with_live(prompts, reward_fn, seed, rng))
             if metrics["gate/gain"] < 0:

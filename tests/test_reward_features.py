@@ -85,7 +85,8 @@ def test_pick_l2_prefers_weak_l2_on_clean_data_and_strong_on_noise():
     noise = torch.randn(200, 20, generator=g)  # nothing to learn
     m = torch.zeros(200)
     assert pick_l2(clean, m, list(L2_GRID), folds) < pick_l2(noise, m, list(L2_GRID), folds)
-    assert pick_l2(clean, m, list(L2_GRID), pair_splits(200, seed=0)) < pick_l2(noise, m, list(L2_GRID), pair_splits(200, seed=0))
+    by_pairs = pair_splits(200, seed=0)
+    assert pick_l2(clean, m, list(L2_GRID), by_pairs) < pick_l2(noise, m, list(L2_GRID), by_pairs)
     few = generation_splits(pairs[:1])  # one pair: no fold leaves anything to train on
     assert few == [] and pair_splits(7, seed=0) == []
     assert pick_l2(clean[:1], m[:1], list(L2_GRID), few) == sorted(L2_GRID)[len(L2_GRID) // 2]
