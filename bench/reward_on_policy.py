@@ -8,8 +8,9 @@ benchmark's held-out accuracy scores a hash-chosen fifth of the ratings so far, 
 version; this replays a finished live run (its `rlhf.db`) instead. For each cutoff n, reward
 models are fitted on the first n ratings, and scored on the answers rated after them (served by
 later policy versions): the share of same-prompt pairs (oracle at least 0.05 apart) they order as
-the rater's noise-free oracle does. Each variant changes one thing about the 'features' model:
-which blocks of the feature row it reads, the L2 strength, whether a fifth is held out.
+the rater's noise-free oracle does. The variants change the 'features' model in one to three
+ways: which blocks of the feature row it reads, how its L2 is picked (folds of pairs, folds of
+rated answers, or fixed), whether a fifth of the ratings is held out.
 
 Results go to bench/results/reward_on_policy.json and a table on stdout.
 """
