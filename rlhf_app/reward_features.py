@@ -21,7 +21,8 @@ reward model's own tokenization (`reward.encode`):
 The embedding sum raised the oracle agreement of every rater at 24-96 ratings by 0.01-0.06
 (bench/results/reward_sample_efficiency.md, 'features' against the earlier rows without it).
 
-They are standardized on the training answers. The L2 strength is `reward.head_l2`, or, at its
+`reward.feature_blocks` picks which of the four the head reads (all, by default). They are
+standardized on the training answers. The L2 strength is `reward.head_l2`, or, at its
 default 0, picked per fit from `L2_GRID` by cross-validated pair log-loss (`reward.l2_folds`), since
 the right amount differs between 20 ratings and 2000.
 
@@ -37,12 +38,12 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from .config import RewardModelConfig
+from .config import FEATURE_BLOCKS, RewardModelConfig
 from .models import fix_pad_token, pick_device
 from .preferences import MIN_TRAIN_PAIRS, SOURCES, Pair, PreferenceData, fold_of, insufficient_data_reason
 from .reward import (
@@ -58,6 +59,8 @@ from .reward import (
 )
 
 HEAD_FILE = "head.safetensors"
+BLOCK_MEANING = {"mean": "mean hidden state over answer tokens", "eos": "hidden state at EOS",
+                 "bag": "sum of answer token embeddings", "len": "log1p(answer tokens)"}
 L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 CACHE_SIZE = 20_000
 """Cached feature rows per featurizer: about 7 KB each for SmolLM2, so at most ~140 MB."""
@@ -87,9 +90,16 @@ class Featurizer:
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
+    def columns(self, blocks: Sequence[str]) -> torch.Tensor:
+        """Indices of the named `blocks` (of `FEATURE_BLOCKS`) in a feature row, in the row's order."""
+        h = self.backbone.config.hidden_size
+        spans = {"mean": range(0, h), "eos": range(h, 2 * h), "bag": range(2 * h, 3 * h), "len": range(3 * h, 3 * h + 1)}
+        return torch.tensor([i for b in FEATURE_BLOCKS if b in blocks for i in spans[b]])
+
     @torch.inference_mode()
-    def features(self, prompts: list[str], completions: list[str], batch_size: int = 8) -> torch.Tensor:
-        """(n, dim) float32 features on the CPU, in the order given."""
+    def features(self, prompts: list[str], completions: list[str], batch_size: int = 8,
+                 columns: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, dim) float32 features on the CPU, in the order given; only `columns` (`self.columns`) if given."""
         keys = list(zip(prompts, completions))
         with self._lock:
             missing = sorted({k for k in keys if k not in self._cache})
@@ -109,7 +119,8 @@ class Featurizer:
                 else:
                     self._cache.move_to_end(k)
                 out.append(row)
-        return torch.stack(out) if out else torch.zeros((0, self.dim))
+        x = torch.stack(out) if out else torch.zeros((0, self.dim))
+        return x if columns is None else x[:, columns]
 
     def _compute(self, keys: list[tuple[str, str]], batch_size: int) -> list[torch.Tensor]:
         encoded = [encode_with_start(self.tokenizer, p, c, self.max_length) for p, c in keys]
@@ -148,9 +159,10 @@ class FeatureRewardModel(RewardModel):
     """`RewardModel` whose raw reward is `w . (features - mean) / std`; everything else is shared."""
 
     def __init__(self, featurizer: Featurizer, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor,
-                 **kw: Any):
+                 blocks: Sequence[str] = FEATURE_BLOCKS, **kw: Any):
         super().__init__(featurizer.backbone, featurizer.tokenizer, max_length=featurizer.max_length, **kw)
-        self.featurizer = featurizer
+        self.featurizer, self.blocks = featurizer, tuple(blocks)
+        self.columns = featurizer.columns(blocks)
         self.mean, self.std, self.weight = mean.float(), std.float(), weight.float()
 
     def score_raw(self, prompts: list[str], completions: list[str], batch_size: int = 8) -> list[float]:
@@ -158,7 +170,7 @@ class FeatureRewardModel(RewardModel):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         if not prompts:
             return []
-        x = self.featurizer.features(prompts, completions, batch_size)
+        x = self.featurizer.features(prompts, completions, batch_size, self.columns)
         return (((x - self.mean) / self.std) @ self.weight).tolist()
 
     @classmethod
@@ -169,7 +181,9 @@ class FeatureRewardModel(RewardModel):
         meta = json.loads((path / META_FILE).read_text())
         head = load_file(path / HEAD_FILE)
         fz = featurizer_for(meta["base_path"], meta["num_layers"], meta["max_length"], device)
-        return cls(fz, head["mean"], head["std"], head["weight"], norm_mean=meta["norm_mean"],
+        # heads saved before `reward.feature_blocks` existed read every block
+        blocks = meta.get("feature_blocks", FEATURE_BLOCKS)
+        return cls(fz, head["mean"], head["std"], head["weight"], blocks, norm_mean=meta["norm_mean"],
                    norm_std=meta["norm_std"], version=meta["version"], last_event_id=meta["last_event_id"],
                    metrics=meta["metrics"], path=path)
 
@@ -258,7 +272,7 @@ def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], splits:
 
 def cross_fitted_metrics(
     fz: Featurizer, data: PreferenceData, diff: torch.Tensor, margin: torch.Tensor, mean: torch.Tensor,
-    std: torch.Tensor, l2: float, folds: int,
+    std: torch.Tensor, l2: float, folds: int, columns: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Held-out accuracy and Spearman when every rating trains the head (`heldout_fraction` 0).
 
@@ -281,7 +295,7 @@ def cross_fitted_metrics(
         sources += [p.source for p, t in zip(pairs, test.tolist()) if t]
         items = [it for it in data.items if fold_of(it.generation_id, folds) == k]
         if items:
-            x = fz.features([it.prompt for it in items], [it.text for it in items])
+            x = fz.features([it.prompt for it in items], [it.text for it in items], columns=columns)
             rho = spearman((((x - mean) / std) @ w).tolist(), [it.utility for it in items])
             n_items += len(items)
             if rho is not None:
@@ -323,9 +337,11 @@ def fit_feature_reward_model(
     if fz.tokenizer.pad_token_id == fz.tokenizer.eos_token_id:
         raise ValueError("the reward model needs a pad token distinct from EOS")
 
+    blocks = config.feature_blocks.split(",")
+    columns = fz.columns(blocks)
     progress(f"reading features of {len(data.train)} pairs")
-    chosen = fz.features([p.prompt for p in data.train], [p.chosen for p in data.train])
-    rejected = fz.features([p.rejected_prompt for p in data.train], [p.rejected for p in data.train])
+    chosen = fz.features([p.prompt for p in data.train], [p.chosen for p in data.train], columns=columns)
+    rejected = fz.features([p.rejected_prompt for p in data.train], [p.rejected for p in data.train], columns=columns)
     mean = torch.cat([chosen, rejected]).mean(0)
     std = torch.cat([chosen, rejected]).std(0).nan_to_num(1.0).clamp_min(1e-4)
     diff = (chosen - rejected) / std
@@ -339,9 +355,11 @@ def fit_feature_reward_model(
     cross_fitted = {}
     if data.heldout_fraction == 0 and config.accuracy_folds >= 2:
         progress("cross-fitting the held-out accuracy")
-        cross_fitted = cross_fitted_metrics(fz, data, diff, margin, mean, std, l2, config.accuracy_folds)
+        cross_fitted = cross_fitted_metrics(fz, data, diff, margin, mean, std, l2, config.accuracy_folds,
+                                            columns)
 
-    rm = FeatureRewardModel(fz, mean, std, weight, version=version, last_event_id=last_event_id, path=out_dir)
+    rm = FeatureRewardModel(fz, mean, std, weight, blocks, version=version, last_event_id=last_event_id,
+                            path=out_dir)
     from safetensors.torch import save_file
 
     with staging_dir(out_dir) as tmp:
@@ -349,6 +367,6 @@ def fit_feature_reward_model(
         return finish_fit(rm, tmp, "features", data=data, config=config, seed=seed, base_samples=base_samples,
                           base_path=base_path, started=t0, progress=progress,
                           metrics={"train_loss": train_loss, "head_l2": l2, **cross_fitted},
-                          meta={"features": "mean hidden state over answer tokens, hidden state at EOS, sum of "
-                                            "answer token embeddings, log1p(answer tokens)"})
+                          meta={"feature_blocks": [b for b in FEATURE_BLOCKS if b in blocks],
+                                "features": "; ".join(BLOCK_MEANING[b] for b in FEATURE_BLOCKS if b in blocks)})
 

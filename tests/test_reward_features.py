@@ -63,6 +63,23 @@ def test_fit_is_deterministic_and_learns_a_clear_preference(tiny_model_dir, tmp_
     assert loaded.score(["hi"], ["yes"]) == pytest.approx(a.score(["hi"], ["yes"]), abs=1e-6)
 
 
+def test_a_head_on_some_blocks_reads_only_them_and_is_saved_with_them(tiny_model_dir, tmp_path):
+    store = Store(tmp_path / "rlhf.db")
+    fill_yes_no_store(store, n_prompts=40, seed=3)
+    config = dataclasses.replace(CONFIG, feature_blocks="len,bag")  # named in any order
+    rm = fit_and_record(store, str(tiny_model_dir), config, seed=0, data_dir=tmp_path)
+    h = rm.featurizer.backbone.config.hidden_size
+    assert rm.blocks == ("len", "bag") and rm.weight.shape == (h + 1,)
+    assert torch.equal(rm.columns, torch.arange(2 * h, 3 * h + 1))  # the row's order: bag, then len
+    assert rm.metrics["heldout_accuracy"] >= 0.75, rm.metrics  # "yes" and "no" are different words
+    loaded = RewardModel.load(tmp_path / "reward_models" / "v1", device="cpu")
+    assert list(loaded.blocks) == ["bag", "len"] and torch.equal(loaded.columns, rm.columns)
+    assert loaded.score(["hi"], ["yes"]) == pytest.approx(rm.score(["hi"], ["yes"]), abs=1e-6)
+    for bad in ("bag,bag", "bag,words", ""):
+        with pytest.raises(ValueError, match="feature_blocks"):
+            RewardModelConfig(feature_blocks=bad)
+
+
 def test_fit_head_follows_the_margin_and_l2_shrinks_it():
     diff = torch.tensor([[1.0, 0.0], [1.0, 0.5], [1.0, -0.5]])
     weak, strong = fit_head(diff, torch.zeros(3), l2=0.01), fit_head(diff, torch.zeros(3), l2=10.0)
