@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rlhf_app.config import FEATURE_BLOCKS  # noqa: E402
 from rlhf_app.preferences import build_preference_data  # noqa: E402
 from rlhf_app.raters import get_rater  # noqa: E402
 from rlhf_app.reward_features import (  # noqa: E402
@@ -46,22 +47,15 @@ from rlhf_app.store import Store  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
-
-def blocks(h: int) -> dict[str, slice]:
-    """The feature row of reward_features.Featurizer: mean hidden, EOS hidden, embedding sum, log length."""
-    return {"mean": slice(0, h), "eos": slice(h, 2 * h), "bag": slice(2 * h, 3 * h), "len": slice(3 * h, 3 * h + 1)}
-
-
-ALL = ("mean", "eos", "bag", "len")
 VARIANTS: dict[str, dict] = {
     # L2 picked on random folds of pairs, a fifth of the generations held out: the app's default
-    "pair folds, hold out 0.2": {"blocks": ALL, "heldout": 0.2},
-    "pair folds, hold out none": {"blocks": ALL, "heldout": 0.0},
+    "pair folds, hold out 0.2": {"blocks": FEATURE_BLOCKS, "heldout": 0.2},
+    "pair folds, hold out none": {"blocks": FEATURE_BLOCKS, "heldout": 0.0},
     "pair folds, embedding sum + length only": {"blocks": ("bag", "len"), "heldout": 0.2},
-    "l2 fixed 10": {"blocks": ALL, "heldout": 0.2, "l2": 10.0},
-    "l2 fixed 100": {"blocks": ALL, "heldout": 0.2, "l2": 100.0},
-    "generation folds, hold out 0.2": {"blocks": ALL, "heldout": 0.2, "l2": "generation"},
-    "generation folds, hold out none": {"blocks": ALL, "heldout": 0.0, "l2": "generation"},
+    "l2 fixed 10": {"blocks": FEATURE_BLOCKS, "heldout": 0.2, "l2": 10.0},
+    "l2 fixed 100": {"blocks": FEATURE_BLOCKS, "heldout": 0.2, "l2": 100.0},
+    "generation folds, hold out 0.2": {"blocks": FEATURE_BLOCKS, "heldout": 0.2, "l2": "generation"},
+    "generation folds, hold out none": {"blocks": FEATURE_BLOCKS, "heldout": 0.0, "l2": "generation"},
     "generation folds, embedding sum + length only": {"blocks": ("bag", "len"), "heldout": 0.2, "l2": "generation"},
     "generation folds, hold out none, embedding sum + length only": {"blocks": ("bag", "len"), "heldout": 0.0,
                                                                       "l2": "generation"},
@@ -97,8 +91,6 @@ def main() -> None:
     quiet_offline_env()
     torch.manual_seed(0)
     fz = featurizer_for(args.model, args.num_layers, 256, "cpu")
-    h = fz.backbone.config.hidden_size
-    cols = blocks(h)
     rows = []
     for data_dir in args.data_dirs:
         db = Path(data_dir) / "rlhf.db"
@@ -121,7 +113,7 @@ def main() -> None:
                 store = truncated_store(db, n, Path(tmp))
                 for name, v in VARIANTS.items():
                     data = build_preference_data(store, v["heldout"], 4, seed=0)
-                    keep = torch.cat([torch.arange(3 * h + 1)[cols[b]] for b in v["blocks"]])
+                    keep = fz.columns(v["blocks"])
                     ch = fz.features([p.prompt for p in data.train], [p.chosen for p in data.train])[:, keep]
                     rj = fz.features([p.rejected_prompt for p in data.train], [p.rejected for p in data.train])[:, keep]
                     std = torch.cat([ch, rj]).std(0).nan_to_num(1.0).clamp_min(1e-4)
