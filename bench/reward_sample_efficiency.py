@@ -4,6 +4,8 @@
     ./run.sh python bench/reward_sample_efficiency.py --methods features --sizes 16 32 64 128
     ./run.sh python bench/reward_sample_efficiency.py --methods features:l2=0.01 features:l2=100  # fixed L2
     ./run.sh python bench/reward_sample_efficiency.py --methods features:heldout_fraction=0  # any config field
+    ./run.sh python bench/reward_sample_efficiency.py --methods features:feature_blocks=bag+len  # '+' for ','
+
 
 1. The default model answers the starter prompts (12 answers each, 48 tokens, the page's sampling
    settings), once; the answers are cached under data/bench/.
@@ -71,10 +73,13 @@ def corpus(data_dir: Path, answer_tokens: int) -> list[tuple[str, str]]:
 
 
 def reward_config(method: str) -> RewardModelConfig:
-    """'features', 'lora', or 'features:k=v,k=v' with `RewardModelConfig` fields ('l2' = head_l2).
+    """'features', 'lora', or 'features:k=v,k=v' with `RewardModelConfig` fields ('l2' = head_l2);
+    a '+' in a text value stands for the comma that would end it.
 
     >>> reward_config("features:l2=0.01,heldout_fraction=0").heldout_fraction
     0.0
+    >>> reward_config("features:feature_blocks=bag+len,l2_folds=generations").feature_blocks
+    'bag,len'
     """
     name, _, overrides = method.partition(":")
     fields = {f.name: f.type for f in dataclasses.fields(RewardModelConfig)}
@@ -82,7 +87,9 @@ def reward_config(method: str) -> RewardModelConfig:
     for item in filter(None, overrides.split(",")):
         key, _, value = item.partition("=")
         key = "head_l2" if key == "l2" else key
-        kw[key] = int(value) if fields[key] in (int, "int") else float(value)
+        kind = fields[key]
+        kw[key] = (int(value) if kind in (int, "int") else value.replace("+", ",") if kind in (str, "str")
+                   else float(value))
     return RewardModelConfig(method=name, **kw)
 
 
