@@ -132,6 +132,9 @@ CONFIGS: dict[str, list[str]] = {
     # with a perfect reward model. Rows named *raw-oracle-reward ran with the unscaled 0-1 oracle,
     # before that function, and cannot be rerun.
     "ppo-oracle-reward": ["--oracle-reward"],
+    # ... with a third PPO step per round, spending the ~350 s the default leaves of the 15 minutes:
+    # does more optimizer compute raise that bound?
+    "ppo-oracle-reward-steps3": ["--oracle-reward", "--ppo.steps-per-round", "3"],
 }
 
 
