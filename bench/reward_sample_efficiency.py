@@ -6,7 +6,6 @@
     ./run.sh python bench/reward_sample_efficiency.py --methods features:heldout_fraction=0  # any config field
     ./run.sh python bench/reward_sample_efficiency.py --methods features:feature_blocks=bag+len  # '+' for ','
 
-
 1. The default model answers the starter prompts (12 answers each, 48 tokens, the page's sampling
    settings), once; the answers are cached under data/bench/.
 2. Per rater and seed, the first n answers of a seeded shuffle are rated 1-5 by the rater (noise

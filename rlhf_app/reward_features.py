@@ -164,8 +164,8 @@ class FeatureRewardModel(RewardModel):
     def __init__(self, featurizer: Featurizer, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor,
                  blocks: Sequence[str] = FEATURE_BLOCKS, **kw: Any):
         super().__init__(featurizer.backbone, featurizer.tokenizer, max_length=featurizer.max_length, **kw)
-        self.featurizer, self.blocks = featurizer, tuple(blocks)
-        self.columns = featurizer.columns(blocks)
+        self.featurizer, self.blocks = featurizer, tuple(b for b in FEATURE_BLOCKS if b in blocks)  # row order
+        self.columns = featurizer.columns(self.blocks)
         self.mean, self.std, self.weight = mean.float(), std.float(), weight.float()
 
     def score_raw(self, prompts: list[str], completions: list[str], batch_size: int = 8) -> list[float]:
@@ -370,6 +370,6 @@ def fit_feature_reward_model(
         return finish_fit(rm, tmp, "features", data=data, config=config, seed=seed, base_samples=base_samples,
                           base_path=base_path, started=t0, progress=progress,
                           metrics={"train_loss": train_loss, "head_l2": l2, **cross_fitted},
-                          meta={"feature_blocks": [b for b in FEATURE_BLOCKS if b in blocks],
-                                "features": "; ".join(BLOCK_MEANING[b] for b in FEATURE_BLOCKS if b in blocks)})
+                          meta={"feature_blocks": list(rm.blocks),
+                                "features": "; ".join(BLOCK_MEANING[b] for b in rm.blocks)})
 

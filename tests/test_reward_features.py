@@ -69,11 +69,11 @@ def test_a_head_on_some_blocks_reads_only_them_and_is_saved_with_them(tiny_model
     config = dataclasses.replace(CONFIG, feature_blocks="len,bag")  # named in any order
     rm = fit_and_record(store, str(tiny_model_dir), config, seed=0, data_dir=tmp_path)
     h = rm.featurizer.backbone.config.hidden_size
-    assert rm.blocks == ("len", "bag") and rm.weight.shape == (h + 1,)
+    assert rm.blocks == ("bag", "len") and rm.weight.shape == (h + 1,)
     assert torch.equal(rm.columns, torch.arange(2 * h, 3 * h + 1))  # the row's order: bag, then len
     assert rm.metrics["heldout_accuracy"] >= 0.75, rm.metrics  # "yes" and "no" are different words
     loaded = RewardModel.load(tmp_path / "reward_models" / "v1", device="cpu")
-    assert list(loaded.blocks) == ["bag", "len"] and torch.equal(loaded.columns, rm.columns)
+    assert loaded.blocks == rm.blocks and torch.equal(loaded.columns, rm.columns)
     assert loaded.score(["hi"], ["yes"]) == pytest.approx(rm.score(["hi"], ["yes"]), abs=1e-6)
     for bad in ("bag,bag", "bag,words", ""):
         with pytest.raises(ValueError, match="feature_blocks"):
