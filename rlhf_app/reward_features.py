@@ -149,7 +149,10 @@ class Featurizer:
                       vocabulary: torch.Tensor | None = None, batch_size: int = 8) -> torch.Tensor:
         """What a head reads: the backbone row's `columns` (all if None), then the token counts over
         `vocabulary` (none if None)."""
-        dense = self.features(prompts, completions, batch_size, columns)
+        if columns is not None and len(columns) == 0:  # words only: the backbone need not run at all
+            dense = torch.zeros((len(completions), 0))
+        else:
+            dense = self.features(prompts, completions, batch_size, columns)
         if vocabulary is None or len(vocabulary) == 0:
             return dense
         return torch.cat([dense, self.token_counts(completions, vocabulary)], dim=1)
@@ -364,24 +367,25 @@ def generation_splits(pairs: list[Pair], folds: int = 5) -> list[Split]:
     return out
 
 
-def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], splits: list[Split]) -> float:
-    """The L2 strength of `grid` with the lowest cross-validated pair log-loss (margins left out).
+def pick_strength(grid: Sequence[float], diff: torch.Tensor, tests: list[Any],
+                  fit: Callable[[Any, float], torch.Tensor]) -> float:
+    """The strength of `grid` whose heads, `fit(fold, strength)` for each fold, have the lowest
+    pair log-loss (margins left out) on that fold's test pairs `diff[fold[-1]]`.
 
-    With fewer than 2 `splits` (too few pairs) the middle of the grid is taken.
+    With fewer than 2 folds (too few pairs) the middle of the grid is taken.
     """
     if len(grid) == 1:
         return grid[0]
-    if len(splits) < 2:
+    if len(tests) < 2:
         return sorted(grid)[len(grid) // 2]
-    best, best_loss = grid[0], math.inf
-    for l2 in grid:
-        loss = 0.0
-        for train, test in splits:
-            w = fit_head(diff[train], margin[train], l2)
-            loss += float(torch.nn.functional.softplus(-(diff[test] @ w)).sum())
-        if loss < best_loss:
-            best, best_loss = l2, loss
-    return best
+    losses = [sum(float(torch.nn.functional.softplus(-(diff[fold[-1]] @ fit(fold, g))).sum()) for fold in tests)
+              for g in grid]
+    return grid[losses.index(min(losses))]
+
+
+def pick_l2(diff: torch.Tensor, margin: torch.Tensor, grid: list[float], splits: list[Split]) -> float:
+    """The L2 strength of `grid` with the lowest cross-validated pair log-loss (`pick_strength`)."""
+    return pick_strength(grid, diff, splits, lambda split, l2: fit_head(diff[split[0]], margin[split[0]], l2))
 
 
 def cross_fitted_metrics(
@@ -484,36 +488,26 @@ def fit_feature_reward_model(
 
     def fit(pairs: torch.Tensor, answers: torch.Tensor, l2: float, l1: float) -> torch.Tensor:
         """The head on the pairs and rated answers where the masks are True."""
-        if not regression and n_dense == len(diff[0]):
+        if not regression and n_dense == diff.shape[1]:
             return fit_head(diff[pairs], margin[pairs], l2)
         return fit_sparse_head(diff[pairs], margin[pairs], l2, l1, n_dense, x[answers], utility[answers])
 
     progress("fitting the reward head")
+    # Folds: (pairs that train, rated answers that train, pairs that test).
     if regression:
         folds = 5  # of rated answers: a score regression has no pairs to split at random
-        splits = [((~test) & in_loss, item_fold(folds) != k, test)
+        splits = [(~test & in_loss, item_fold(folds) != k, test)
                   for k, test in enumerate(generation_masks(data.train, folds))
-                  if test.any() and int((~test & in_loss).sum()) + int((item_fold(folds) != k).sum()) >= MIN_TRAIN_PAIRS]
+                  if test.any() and int((~test & in_loss).sum() + (item_fold(folds) != k).sum()) >= MIN_TRAIN_PAIRS]
     else:
-        index_splits = (generation_splits(data.train) if config.l2_folds == "generations"
-                        else pair_splits(len(data.train), seed))
-        splits = []
-        for train, test in index_splits:
-            tr, te = torch.zeros(len(diff), dtype=torch.bool), torch.zeros(len(diff), dtype=torch.bool)
-            tr[train], te[test] = True, True
-            splits.append((tr, torch.zeros(len(items), dtype=torch.bool), te))
+        no_answers = torch.zeros(0, dtype=torch.bool)
+        splits = [(train, no_answers, test) for train, test in (
+            generation_splits(data.train) if config.l2_folds == "generations" else pair_splits(len(data.train), seed))]
 
-    def pick(grid: tuple[float, ...], make: Callable[[float], tuple[float, float]]) -> float:
-        """The strength of `grid` whose heads have the lowest pair log-loss on their left-out folds."""
-        if len(splits) < 2:
-            return sorted(grid)[len(grid) // 2]
-        losses = [sum(float(torch.nn.functional.softplus(-(diff[te] @ fit(tr, ans, *make(g)))).sum())
-                      for tr, ans, te in splits) for g in grid]
-        return grid[losses.index(min(losses))]
-
-    l2 = (config.head_l2 or pick(L2_GRID, lambda g: (g, 0.0))) if n_dense else 0.0
-    l1 = (config.head_l1 or pick(L1_GRID, lambda g: (l2, g))) if len(vocabulary) else 0.0
-    everything = torch.ones(len(diff), dtype=torch.bool)
+    l2 = (config.head_l2 or pick_strength(L2_GRID, diff, splits, lambda f, g: fit(f[0], f[1], g, 0.0))
+          if n_dense else 0.0)
+    l1 = (config.head_l1 or pick_strength(L1_GRID, diff, splits, lambda f, g: fit(f[0], f[1], l2, g))
+          if len(vocabulary) else 0.0)
     weight = fit(in_loss, torch.ones(len(items), dtype=torch.bool), l2, l1)
     train_loss = float(torch.nn.functional.softplus(margin - diff @ weight).mean())
     cross_fitted = {}
@@ -522,7 +516,7 @@ def fit_feature_reward_model(
         k_items = item_fold(config.accuracy_folds)
         cross_fitted = cross_fitted_metrics(
             fz, data, diff, margin, mean, std, l2, config.accuracy_folds, columns, vocabulary,
-            fit_without=lambda k, test: fit(everything & ~test & in_loss, k_items != k, l2, l1))
+            fit_without=lambda k, test: fit(~test & in_loss, k_items != k, l2, l1))
 
     rm = FeatureRewardModel(fz, mean, std, weight, blocks, vocabulary, version=version,
                             last_event_id=last_event_id, path=out_dir)

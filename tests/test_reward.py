@@ -212,6 +212,9 @@ FIT_CONFIGS = {
                               heldout_fraction=0.3, max_cross_pairs_per_item=4),
     "features": RewardModelConfig(method="features", num_layers=0, max_length=64, heldout_fraction=0.3,
                                   max_cross_pairs_per_item=4),
+    # word counts under L1, thumbs and scores regressed as utilities (bench/live_improvement.py, ppo-rm-words)
+    "words": RewardModelConfig(method="features", num_layers=0, max_length=64, heldout_fraction=0.3,
+                               max_cross_pairs_per_item=4, feature_blocks="tokens", pointwise="regression"),
 }
 
 

@@ -15,6 +15,7 @@ from rlhf_app.config import RewardModelConfig
 from rlhf_app.preferences import SAME_PROMPT, Pair, PreferenceData
 from rlhf_app.reward import RewardModel, fit_and_record
 from rlhf_app.reward_features import (
+    L1_GRID,
     L2_GRID,
     FeatureRewardModel,
     Featurizer,
@@ -94,6 +95,11 @@ def test_the_token_vocabulary_is_the_tokens_several_rated_answers_use(tiny_model
     assert counts[1].abs().sum() == 0  # no vocabulary token
     empty = fz.token_vocabulary(["a", "b"])
     assert empty.numel() == 0 and fz.head_features(["p"], ["yes"], vocabulary=empty).shape == (1, fz.dim)
+    calls = []
+    compute = fz._compute
+    fz._compute = lambda keys, bs: calls.append(len(keys)) or compute(keys, bs)
+    words_only = fz.head_features(["p"], ["yes yes the"], torch.zeros(0, dtype=torch.long), vocab)
+    assert torch.equal(words_only, counts[:1]) and calls == []  # no dense block: the backbone never ran
 
 
 def test_a_head_on_token_counts_learns_a_word_and_keeps_its_vocabulary(tiny_model_dir, tmp_path):
@@ -110,6 +116,20 @@ def test_a_head_on_token_counts_learns_a_word_and_keeps_its_vocabulary(tiny_mode
     loaded = RewardModel.load(tmp_path / "reward_models" / "v1", device="cpu")
     assert torch.equal(loaded.vocabulary, rm.vocabulary)
     assert loaded.score(["hi"], ["it is yes"]) == pytest.approx(rm.score(["hi"], ["it is yes"]), abs=1e-6)
+
+
+def test_a_score_regression_trains_on_every_rated_answer_and_cross_fits_its_accuracy(tiny_model_dir, tmp_path):
+    store = Store(tmp_path / "rlhf.db")
+    fill_yes_no_store(store, n_prompts=40, seed=3)
+    config = dataclasses.replace(CONFIG, pointwise="regression", feature_blocks="bag,len,tokens", heldout_fraction=0)
+    rm = fit_and_record(store, str(tiny_model_dir), config, seed=0, data_dir=tmp_path)
+    rated = store.query("SELECT COUNT(DISTINCT generation_id) AS n FROM ratings")[0]["n"]
+    assert rm.metrics["pointwise"] == "regression" and rm.metrics["n_regression_items"] == rated > 0
+    assert rm.metrics["head_l1"] in L1_GRID and 0 < rm.metrics["words_used"] <= len(rm.vocabulary)
+    assert rm.metrics["heldout_accuracy"] >= 0.75, rm.metrics  # cross-fitted: nothing was held out
+    assert rm.score(["tell me"], ["it is yes"])[0] > rm.score(["tell me"], ["it is no"])[0]
+    with pytest.raises(ValueError, match="pointwise"):
+        RewardModelConfig(pointwise="scores")
 
 
 def test_fit_head_follows_the_margin_and_l2_shrinks_it():
