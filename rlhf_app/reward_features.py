@@ -21,7 +21,12 @@ reward model's own tokenization (`reward.encode`):
 The embedding sum raised the oracle agreement of every rater at 24-96 ratings by 0.01-0.06
 (bench/results/reward_sample_efficiency.md, 'features' against the earlier rows without it).
 
-`reward.feature_blocks` picks which of the four the head reads: all by default, since the embedding
+Two options, off by default (README, 'Words under L1, scores by regression'): a fifth block,
+'tokens', counts each word (token) several rated answers use, its weights under L1 so most are
+exactly 0 (`fit_sparse_head`); and `reward.pointwise = regression` fits thumbs and scores as
+utilities by squared error instead of as pairs.
+
+`reward.feature_blocks` picks which blocks the head reads: the four above by default, since the embedding
 sum and length alone agreed less with 3 of 4 raters' oracles on the base model's answers and gained
 less live (README, 'Does it improve live?'). They are
 standardized on the training answers. The L2 strength is `reward.head_l2`, or, at its
@@ -254,20 +259,14 @@ class FeatureRewardModel(RewardModel):
 # -- fitting the head ---------------------------------------------------------------------------
 
 
-def fit_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, max_iter: int = 100, *, l1: float = 0.0,
-             l1_from: int | None = None) -> torch.Tensor:
+def fit_head(diff: torch.Tensor, margin: torch.Tensor, l2: float, max_iter: int = 100) -> torch.Tensor:
     """w minimizing mean(softplus(margin - diff @ w)) + l2/2 |w|^2 (Bradley-Terry with margins).
-
-    With `l1_from`, the columns from there on (the 'tokens' counts) get `l1 * |w|_1` instead of
-    the L2 term (`fit_sparse_head`).
 
     >>> d = torch.tensor([[1.0, 0.0], [2.0, 0.0], [-1.0, 0.0]])   # feature 0 tells chosen from rejected
     >>> w = fit_head(d, torch.zeros(3), l2=0.1)
     >>> bool(w[0] > 0.5), abs(float(w[1])) < 1e-6
     (True, True)
     """
-    if l1_from is not None:
-        return fit_sparse_head(diff, margin, l2, l1, l1_from)
     w = torch.zeros(diff.shape[1], dtype=torch.float64, requires_grad=True)
     d, m = diff.double(), margin.double()
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
