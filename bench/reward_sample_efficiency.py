@@ -58,8 +58,8 @@ N_TEST = 80
 
 
 def corpus(data_dir: Path, answer_tokens: int, prompts: str = "starter") -> list[tuple[str, str]]:
-    name = f"reward_corpus_{answer_tokens}.json" if prompts == "starter" else f"reward_corpus_{prompts}_{answer_tokens}.json"
-    path = data_dir / "bench" / name
+    stem = "reward_corpus" if prompts == "starter" else f"reward_corpus_{prompts}"  # starter: the older name
+    path = data_dir / "bench" / f"{stem}_{answer_tokens}.json"
     if path.exists():
         return [tuple(x) for x in json.loads(path.read_text())]
     lm = load_model("smollm2", data_dir, device="cpu")
@@ -194,7 +194,8 @@ def main() -> int:
                         continue
                     r = run(method, rater, seed, n, answers, base_path)
                     row = {"method": method, "rater": rater, "ratings": n, "seed": seed,
-                           "answer_tokens": args.answer_tokens, "prompts": args.prompts, "torch_threads": torch.get_num_threads(), **r}
+                           "answer_tokens": args.answer_tokens, "prompts": args.prompts,
+                           "torch_threads": torch.get_num_threads(), **r}
                     rows.append(row)
                     with JSONL.open("a") as f:
                         f.write(json.dumps(row) + "\n")

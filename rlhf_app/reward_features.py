@@ -78,7 +78,7 @@ HEAD_FILE = "head.safetensors"
 BLOCK_MEANING = {"mean": "mean hidden state over answer tokens", "eos": "hidden state at EOS",
                  "bag": "sum of answer token embeddings", "len": "log1p(answer tokens)",
                  "tokens": "log1p(count) of each token in the head's vocabulary"}
-DENSE_BLOCKS = ("mean", "eos", "bag", "len")
+DENSE_BLOCKS = tuple(b for b in FEATURE_BLOCKS if b != "tokens")
 """The blocks the backbone computes (a cached row of `Featurizer.dim`); 'tokens' is counted apart."""
 TOKEN_MIN_ANSWERS = 3
 """A token joins the 'tokens' vocabulary once this many distinct rated answers use it: rarer ones
