@@ -236,11 +236,12 @@ def report() -> str:
         "15 minutes of loop time) minus version 0's, each a mean over 'answers/prompt' answers to every eval "
         "prompt: 32 where the run measured its endpoints apart (`--endpoint-samples`), else the 4 or 8 of its "
         "checkpoints. Checkpoint gain: the same read off the checkpoints' own 4 or 8 answers per prompt. Best-of-N "
-        "gain: the checkpoints' best-of-4 at the budget minus their version 0.",
+        "gain: the checkpoints' best-of-4 at the budget minus their version 0. Gain SE: the standard error one run's "
+        "gain has from sampling its 32 answers per prompt (runs since 2026-12-06; the mean over the group's runs).",
         "",
-        "| config | rater | prompts | mode | seeds | answers/prompt | oracle v0 | oracle at budget | gain (min..max) | "
+        "| config | rater | prompts | mode | seeds | answers/prompt | oracle v0 | oracle at budget | gain (min..max) | gain SE | "
         "checkpoint gain | best-of-N gain | ratings by then | versions | RM acc | KL | seeds with gain >= 0.2 | run wall s (with eval) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (config, rater, prompts, mode, ratings), rs in sorted(groups.items()):
         first = [r["result"]["checkpoints"][0] for r in rs]
@@ -252,10 +253,11 @@ def report() -> str:
         bon = [b["oracle_best_of_n"] - a["oracle"] for a, b in zip(first, last) if b["oracle_best_of_n"] is not None]
         acc = [b["reward_model_accuracy"] for b in last if b["reward_model_accuracy"] is not None]
         kl = [k for k in (served_kl(r, b) for r, b in zip(rs, last)) if k is not None]
+        se = [e["gain_se"] for e in (r["result"].get("endpoints") or {} for r in rs) if e.get("gain_se") is not None]
         f = lambda xs: f"{statistics.fmean(xs):.3f}" if xs else "-"  # noqa: E731
         lines.append(
             f"| {config} | {rater} | {prompts} | {mode} | {len(rs)} | {per_prompt} | {f([a for a, _, _ in ends])} | "
-            f"{f([b for _, b, _ in ends])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(at_checkpoints)} | "
+            f"{f([b for _, b, _ in ends])} | {f(gains)} ({min(gains):+.3f}..{max(gains):+.3f}) | {f(se)} | {f(at_checkpoints)} | "
             f"{f(bon)} | "
             f"{statistics.fmean(b['ratings'] for b in last):.0f} | "
             f"{statistics.fmean(b['policy_version'] for b in last):.0f} | {f(acc)} | {f(kl)} | "

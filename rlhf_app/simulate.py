@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import random
 import statistics
 import sys
@@ -83,10 +84,21 @@ class Endpoints:
     version: int
     """The version measured: the last one served inside the wall budget."""
     oracle: float
+    gain_se: float | None = None
+    """Standard error of `gain` from sampling alone: of the mean of the answer-by-answer differences
+    (answer i of both versions shares its prompt and random numbers). It says how far another draw
+    of answers could move this run's gain, not how far another seed's run would land."""
 
     @property
     def gain(self) -> float:
         return self.oracle - self.v0
+
+    @classmethod
+    def measure(cls, samples_per_prompt: int, seed: int, v0_scores: list[float], version: int,
+                scores: list[float]) -> Endpoints:
+        diffs = [b - a for a, b in zip(v0_scores, scores)]
+        se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else None
+        return cls(samples_per_prompt, seed, statistics.fmean(v0_scores), version, statistics.fmean(scores), se)
 
 
 @dataclass
@@ -138,15 +150,21 @@ def evaluate(rt: Runtime, oracle: Callable[[str, str], float], seed: int, sample
     return plain, statistics.fmean(best)
 
 
-def oracle_score(rt: Runtime, model, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
-                 max_new_tokens: int) -> float:
-    """Mean oracle score of `model`'s answers to the eval prompts, sampled as the page samples."""
+def oracle_scores(rt: Runtime, model, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
+                  max_new_tokens: int) -> list[float]:
+    """Oracle score of each of `model`'s answers to the eval prompts, sampled as the page samples."""
     s = rt.settings
     prompts = [p for p in eval_prompts(load_prompts(s.prompts)) for _ in range(samples_per_prompt)]
     with rt.gate.serving():
         texts = sample_texts(model, rt.base.tokenizer, prompts,
                              SamplingParams(s.temperature, s.top_p, max_new_tokens, seed))
-    return statistics.fmean(oracle(t, p) for p, t in zip(prompts, texts))
+    return [oracle(t, p) for p, t in zip(prompts, texts)]
+
+
+def oracle_score(rt: Runtime, model, oracle: Callable[[str, str], float], seed: int, samples_per_prompt: int,
+                 max_new_tokens: int) -> float:
+    """Mean of `oracle_scores`."""
+    return statistics.fmean(oracle_scores(rt, model, oracle, seed, samples_per_prompt, max_new_tokens))
 
 
 def normalized_oracle(oracle: Callable[[str, str], float], store: Store) -> Callable[..., list[float]]:
@@ -230,8 +248,8 @@ def simulate(
     v0_precise = None
     if endpoint_samples > 0:
         c, w = time.process_time(), time.time()
-        v0_precise = oracle_score(rt, rt.holder.current().model, rater.oracle, endpoint_seed, endpoint_samples,
-                                  max_new_tokens)
+        v0_precise = oracle_scores(rt, rt.holder.current().model, rater.oracle, endpoint_seed, endpoint_samples,
+                                   max_new_tokens)
         eval_cpu += time.process_time() - c
         eval_wall += time.time() - w
     checkpoint(0, None)
@@ -270,7 +288,7 @@ def simulate(
             model = rt.holder.current().model
         else:  # a round that began inside the budget published after it
             model = load_for_serving(rt.base.model, rt.settings.data_dir, rt.store.policy_version(version))
-        result.endpoints = Endpoints(endpoint_samples, endpoint_seed, v0_precise, version, oracle_score(
+        result.endpoints = Endpoints.measure(endpoint_samples, endpoint_seed, v0_precise, version, oracle_scores(
             rt, model, rater.oracle, endpoint_seed, endpoint_samples, max_new_tokens))
         log.info("endpoints: %s", result.endpoints)
     return result

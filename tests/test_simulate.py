@@ -13,7 +13,7 @@ from rlhf_app.raters import enthusiasm
 from rlhf_app.reward import base_samples_from_store
 from rlhf_app.runtime import Runtime
 from rlhf_app.simulate import main as simulate_main
-from rlhf_app.simulate import oracle_score, simulate
+from rlhf_app.simulate import oracle_score, oracle_scores, simulate
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -157,6 +157,10 @@ def test_endpoints_measure_version_0_and_the_last_version_on_more_answers(sharp_
     assert ends.oracle == oracle_score(rt, rt.holder.current().model, enthusiasm, ends.seed, 5, 8)
     assert result.gain == ends.oracle - ends.v0 == result.to_dict()["gain"]
     assert result.to_dict()["endpoints"]["version"] == ends.version
+    v0_each = oracle_scores(rt, rt.base.model, enthusiasm, ends.seed, 5, 8)
+    last_each = oracle_scores(rt, rt.holder.current().model, enthusiasm, ends.seed, 5, 8)
+    diffs = [b - a for a, b in zip(v0_each, last_each)]
+    assert ends.gain_se == pytest.approx(statistics.stdev(diffs) / len(diffs) ** 0.5)
 
     # no time to rate: version 0 is the last version, measured twice on the same random numbers
     rt = build(sharp_model_dir, tmp_path / "data2", 0)
@@ -164,3 +168,4 @@ def test_endpoints_measure_version_0_and_the_last_version_on_more_answers(sharp_
                       wall_budget_s=0.0, endpoint_samples=3)
     assert rt.store.stats()["ratings"] == 0
     assert result.endpoints.version == 0 and result.gain == 0.0
+    assert result.endpoints.gain_se == 0.0  # the same answers twice: no sampling error in their difference
