@@ -138,6 +138,10 @@ CONFIGS: dict[str, list[str]] = {
                                  "--reward.feature-blocks", "mean,eos,bag,len,tokens"],
     "ppo-lora-rm": ["--reward.method", "lora"],
     "ppo-every16": ["--train-every-ratings", "16"],
+    # The served policy a moving average of the rounds' weights (rlhf_app/averaging.py): wants_topic's
+    # served versions on the pets prompts swung by 0.1 from one round to the next (seed 0: 0.59, 0.55,
+    # 0.41 at 40-56 ratings), and the run's gain is whichever point it stops on.
+    "ppo-average0.5": ["--policy-average", "0.5"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
     # (simulate.normalized_oracle), an upper bound of what the optimizer can do in the same time
     # with a perfect reward model. Rows named *raw-oracle-reward ran with the unscaled 0-1 oracle,

@@ -269,6 +269,12 @@ class Settings:
         "towards the initial policy to this share of the budget and published (rlhf_app/kl_bound.py), so a "
         "policy at the bound keeps moving along it; 0 discards such a round instead.",
     )
+    policy_average: float = _f(
+        0.0,
+        "0: serve each round's policy as trained. d in (0, 1): serve a moving average of the rounds' weights, "
+        "average <- d * average + (1 - d) * trained, while the optimizer goes on from its own "
+        "(rlhf_app/averaging.py); it damps the round-to-round swings a learned reward model causes.",
+    )
     publish_gate: bool = _f(
         False,
         "Publish a round only if the reward model scores its policy's fresh answers at least as high as the "
@@ -301,6 +307,8 @@ class Settings:
             raise ValueError("publish_gate_answers must be at least 1")
         if not 0 <= self.kl_pull_back <= 1:
             raise ValueError("kl_pull_back must be in [0, 1] (0 discards a round past the KL budget)")
+        if not 0 <= self.policy_average < 1:
+            raise ValueError("policy_average must be in [0, 1) (0 serves each round's policy as trained)")
         if self.kl_ramp_ratings < 0:
             raise ValueError("kl_ramp_ratings must be >= 0 (0 turns the ramp off)")
         if not 0 < self.max_new_tokens <= self.max_new_tokens_limit:

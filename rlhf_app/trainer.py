@@ -11,7 +11,9 @@ A round reads top to bottom as the seed's iterative loop:
    the budget, pull it back onto it (kl_bound.py, `kl_pull_back`). A round with NaN metrics, or
    still over `max_kl`, or (with `publish_gate`) whose answers the reward model scores below the
    live version's (acceptance.py), is discarded and logged, and the served policy stays;
-4. publish: save the new version atomically, record it in SQLite, swap it in for serving.
+4. publish: save the new version atomically, record it in SQLite, swap it in for serving. With
+   `policy_average` set, the version saved is a moving average of the rounds' weights
+   (averaging.py), and the optimizer goes on from its own.
 
 A round starts after `train_every_ratings` new votes, or `train_every_seconds` after the last
 round when there is at least one new vote, or when asked (`request_round()`, the admin button,
@@ -21,6 +23,7 @@ foreground with `python -m rlhf_app.train`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -34,6 +37,7 @@ from typing import Any
 import torch
 
 from .config import Settings, env_name, flag_name
+from .averaging import WeightAverage
 from .errors import UserError
 from .models import LoadedModel
 from .policy import PolicyHolder, ServedPolicy, ServingGate, clone_model
@@ -91,6 +95,8 @@ class LiveTrainer:
         """
         self._optimizer = None  # PPO trainer / GRPO runner, rebuilt when the trainable policy is
         self._trainable = None
+        self._average = None
+        """`WeightAverage` of the trainable policy's rounds, served instead of it (`policy_average` > 0)."""
         self._trainable_version: int | None = None
         self._policy_kl = 0.0
         """KL of the trainable policy to the initial one, as its newest step measured (nats per answer)."""
@@ -287,6 +293,8 @@ class LiveTrainer:
             return metrics
 
         # 4. publish
+        if self._average is not None:
+            metrics.update(self._fold_into_average(kl))
         self._set(PUBLISHING, "saving the new policy version")
         version = self.publish(round_id, seed, live, rm.version, metrics)
         self._policy_kl = kl
@@ -302,18 +310,14 @@ class LiveTrainer:
         """The round's policy's own KL, measured after its last update on that step's answers, and
         if it is past `budget`, the policy pulled back onto it (kl_bound.py). GRPO samples inside
         TRL and keeps no answers: its last step's KL stands."""
-        from .kl_bound import answers_kl, pull_back
+
+        from .kl_bound import pull_back
 
         opt, s = self._optimizer, self.settings
-        batch = getattr(opt, "last_rollout", None)
-        if batch is None:
+        if getattr(opt, "last_rollout", None) is None:
             return {}
         self._set(CHECKING_KL)
-
-        def measure() -> float:
-            return answers_kl(self._trainable, opt.ref_model, batch, opt.config.temperature,
-                              opt.config.minibatch_size, between=self.gate.wait_until_idle)
-
+        measure = self._measure_kl
         kl = measure()
         out = {"kl/ref_last_step": self._policy_kl, "kl/ref": kl, "kl/pull_back": 1.0}
         if kl > budget and s.kl_pull_back > 0:
@@ -323,6 +327,25 @@ class LiveTrainer:
             if got is not None:
                 out.update({"kl/ref_before_pull_back": kl, "kl/pull_back": got[0], "kl/ref": got[1]})
                 log.info("pulled the policy back from %.2f to %.2f nats (alpha %.3f)", kl, got[1], got[0])
+        return out
+
+    def _measure_kl(self) -> float:
+        """KL of the trainable policy (as its weights are now) to the initial one, on the last step's answers."""
+        from .kl_bound import answers_kl
+
+        opt = self._optimizer
+        return answers_kl(self._trainable, opt.ref_model, opt.last_rollout, opt.config.temperature,
+                          opt.config.minibatch_size, between=self.gate.wait_until_idle)
+
+    def _fold_into_average(self, trained_kl: float) -> dict:
+        """Update the served average with the round's weights; the version's `kl/ref` becomes the
+        average's own (GRPO keeps no answers to measure it on: the trained policy's stands)."""
+        self._average.update()
+        out = {"average/decay": self._average.decay, "kl/ref_trained": trained_kl}
+        if getattr(self._optimizer, "last_rollout", None) is not None:
+            self._set(CHECKING_KL, "measuring the averaged policy")
+            with self._average.applied():
+                out["kl/ref"] = self._measure_kl()
         return out
 
     def _compare_with_live(self, prompts: list[str], reward_fn, seed: int, rng: random.Random) -> dict:
@@ -383,21 +406,23 @@ class LiveTrainer:
         self._optimizer = make_optimizer(s, model, self.base.tokenizer, gate=self.gate, seed=seed,
                                          ref_model=ref_model)
         self._trainable, self._trainable_version = model, live
+        self._average = WeightAverage(model, s.policy_average) if s.policy_average > 0 else None
         self._policy_kl = float((row.get("metrics") or {}).get("kl/ref") or 0.0)  # v0 has none: 0
 
     def _drop_trainable(self) -> None:
-        self._trainable = self._optimizer = None
+        self._trainable = self._optimizer = self._average = None
         self._trainable_version = None
 
     # -- publishing and rollback ----------------------------------------------------------------
 
     def publish(self, round_id: int, seed: int, parent: int, reward_version: int, metrics: dict) -> int:
-        """Save the trainable policy as a new version, record it, make it live, swap it in."""
+        """Save the trainable policy (or its average) as a new version, record it, make it live, swap it in."""
         version = self.store.next_policy_version()
         meta = dict(version=version, parent=parent, round_id=round_id, seed=seed, algorithm=self.settings.algorithm,
                     reward_model_version=reward_version, model_id=self.base.model_id,
                     settings=self.settings.to_dict(), metrics=metrics)
-        path = save_version(self._trainable, self.data_dir, version, meta)
+        with self._average.applied() if self._average is not None else contextlib.nullcontext():
+            path = save_version(self._trainable, self.data_dir, version, meta)
         row = dict(parent=parent, path=path, model_id=self.base.model_id, algorithm=self.settings.algorithm,
                    reward_model_version=reward_version, round_id=round_id, seed=seed,
                    settings=self.settings.to_dict(), metrics=_finite(metrics))

@@ -198,6 +198,44 @@ def test_rounds_stop_at_the_kl_budget_the_ratings_allow(sharp_model_dir, tmp_pat
     assert row["status"] == "skipped" and "max_kl is 0.01; if rounds keep stopping" in row["reason"], row["reason"]
 
 
+def test_policy_average_serves_the_average_and_trains_on_from_its_own_weights(sharp_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhf_app.kl_bound import answers_kl
+
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--policy-average", "0.5",
+                                "--ppo.learning-rate", "1e-2"))
+    trained, average = [], []
+    for r in range(2):
+        rate_some(rt, 20 if r == 0 else 6, seed=r)
+        row = rt.trainer.run_round()
+        assert row["status"] == "published", row["reason"]
+        lora = {n: p.detach().clone() for n, p in rt.trainer._trainable.named_parameters() if p.requires_grad}
+        trained.append(lora)
+        saved = load_file(str(version_dir(rt.settings.data_dir, row["policy_version"]) / "adapter_model.safetensors"))
+        average.append({n: saved[n.replace(".default", "")] for n in lora})
+    first_b = next(n for n in trained[0] if "lora_B" in n)
+    # v1 = half of the fresh adapter (B = 0) and half of round 1's weights; v2 = half v1, half round 2's
+    assert torch.allclose(average[0][first_b], 0.5 * trained[0][first_b], atol=1e-6)
+    for n in trained[1]:
+        assert torch.allclose(average[1][n], 0.5 * average[0][n] + 0.5 * trained[1][n], atol=1e-6)
+    assert not torch.allclose(average[1][first_b], trained[1][first_b])  # the optimizer kept its own weights
+
+    # The version's KL is the served average's, measured on the last step's answers; the trained
+    # policy's is recorded beside it and bounds the next round.
+    m = row["metrics"]
+    assert m["average/decay"] == 0.5 and m["kl/ref_trained"] == rt.trainer._policy_kl
+    opt = rt.trainer._optimizer
+    kl = answers_kl(rt.holder.current().model, rt.base.model, opt.last_rollout, opt.config.temperature, 4)
+    assert kl == pytest.approx(m["kl/ref"], rel=1e-3)
+    assert m["kl/ref"] != m["kl/ref_trained"]
+
+
+def test_policy_average_must_be_below_one(sharp_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="policy_average"):
+        settings(sharp_model_dir, tmp_path / "data", "--policy-average", "1")
+
+
 def test_grpo_round_publishes(sharp_model_dir, tmp_path):
     rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--algorithm", "grpo"))
     rate_some(rt, 20)
