@@ -85,6 +85,12 @@ class RewardModelConfig:
                  "become Bradley-Terry pairs, rlhf_app/preferences.py) or 'regression' (the head regresses "
                  "each answer's utility, as the seed theory fits scores; A/B votes stay pairs).",
     )
+    pessimism: float = _f(
+        0.0, "'features': how many standard deviations of disagreement between heads fitted on resamples of the "
+             "ratings an answer's reward loses (0: off). Where the ratings do not pin a score down, the policy "
+             "gets less for going there (rlhf_app/reward_features.py, FeatureRewardModel).",
+    )
+    bootstrap_heads: int = _f(8, "'features', pessimism > 0: heads fitted on resamples of the ratings.")
     max_cross_pairs_per_item: int = _f(
         4, "Pairs across prompts made per pointwise rating (thumbs, 1-5 scores) without a partner."
     )
@@ -100,6 +106,8 @@ class RewardModelConfig:
                              f"comma-separated, not {self.feature_blocks!r}")
         if self.pointwise not in ("pairs", "regression"):
             raise ValueError(f"reward.pointwise must be 'pairs' or 'regression', not {self.pointwise!r}")
+        if self.pessimism < 0 or (self.pessimism > 0 and self.bootstrap_heads < 2):
+            raise ValueError("reward.pessimism must be >= 0, with reward.bootstrap_heads at least 2 when it is on")
         if self.method not in ("features", "lora"):
             raise ValueError(f"reward.method must be 'features' or 'lora', not {self.method!r}")
 

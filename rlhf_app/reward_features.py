@@ -222,23 +222,36 @@ def featurizer_for(base_path: str, num_layers: int, max_length: int, device: str
 
 
 class FeatureRewardModel(RewardModel):
-    """`RewardModel` whose raw reward is `w . (features - mean) / std`; everything else is shared."""
+    """`RewardModel` whose raw reward is `w . z`, z = (features - mean) / std; everything else is shared.
+
+    With `bootstrap` heads (columns w_1..w_K, each fitted on a resample of the ratings) and
+    `pessimism` > 0, the reward is `w . z - pessimism * std_k(w_k . z)`: an answer whose score the
+    ratings pin down keeps it, one the heads disagree on (features the ratings barely cover, where
+    a policy pushing on the head finds its errors) loses some.
+    """
 
     def __init__(self, featurizer: Featurizer, mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor,
-                 blocks: Sequence[str] = FEATURE_BLOCKS, vocabulary: torch.Tensor | None = None, **kw: Any):
+                 blocks: Sequence[str] = FEATURE_BLOCKS, vocabulary: torch.Tensor | None = None,
+                 bootstrap: torch.Tensor | None = None, pessimism: float = 0.0, **kw: Any):
         super().__init__(featurizer.backbone, featurizer.tokenizer, max_length=featurizer.max_length, **kw)
         self.featurizer, self.blocks = featurizer, tuple(b for b in FEATURE_BLOCKS if b in blocks)  # row order
         self.columns = featurizer.columns(self.blocks)
         self.vocabulary = vocabulary if vocabulary is not None else torch.zeros(0, dtype=torch.long)
         self.mean, self.std, self.weight = mean.float(), std.float(), weight.float()
+        self.bootstrap = bootstrap.float() if bootstrap is not None and bootstrap.numel() else None
+        self.pessimism = pessimism
 
     def score_raw(self, prompts: list[str], completions: list[str], batch_size: int = 8) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
         if not prompts:
             return []
-        x = self.featurizer.head_features(prompts, completions, self.columns, self.vocabulary, batch_size)
-        return (((x - self.mean) / self.std) @ self.weight).tolist()
+        z = (self.featurizer.head_features(prompts, completions, self.columns, self.vocabulary, batch_size)
+             - self.mean) / self.std
+        reward = z @ self.weight
+        if self.bootstrap is not None and self.pessimism > 0:
+            reward = reward - self.pessimism * (z @ self.bootstrap).std(dim=1)
+        return reward.tolist()
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "FeatureRewardModel":
@@ -251,7 +264,7 @@ class FeatureRewardModel(RewardModel):
         # heads saved before `reward.feature_blocks` existed read every block
         blocks = meta.get("feature_blocks", FEATURE_BLOCKS)
         return cls(fz, head["mean"], head["std"], head["weight"], blocks, head.get("vocabulary"),
-                   norm_mean=meta["norm_mean"],
+                   head.get("bootstrap"), meta.get("pessimism", 0.0), norm_mean=meta["norm_mean"],
                    norm_std=meta["norm_std"], version=meta["version"], last_event_id=meta["last_event_id"],
                    metrics=meta["metrics"], path=path)
 
@@ -508,6 +521,17 @@ def fit_feature_reward_model(
     l1 = (config.head_l1 or pick_strength(L1_GRID, diff, splits, lambda f, g: fit(f[0], f[1], l2, g))
           if len(vocabulary) else 0.0)
     weight = fit(in_loss, torch.ones(len(items), dtype=torch.bool), l2, l1)
+    bootstrap = torch.zeros(diff.shape[1], 0)
+    if config.pessimism > 0:
+        progress(f"fitting {config.bootstrap_heads} heads on resampled ratings")
+        gen = torch.Generator().manual_seed(seed)
+        pair_ids, item_ids = in_loss.nonzero().flatten(), torch.arange(len(items))
+
+        def resample(ids: torch.Tensor) -> torch.Tensor:
+            return ids[torch.randint(len(ids), (len(ids),), generator=gen)] if len(ids) else ids
+
+        bootstrap = torch.stack([fit(resample(pair_ids), resample(item_ids), l2, l1)
+                                 for _ in range(config.bootstrap_heads)], dim=1)
     train_loss = float(torch.nn.functional.softplus(margin - diff @ weight).mean())
     cross_fitted = {}
     if data.heldout_fraction == 0 and config.accuracy_folds >= 2:
@@ -517,19 +541,19 @@ def fit_feature_reward_model(
             fz, data, diff, margin, mean, std, l2, config.accuracy_folds, columns, vocabulary,
             fit_without=lambda k, test: fit(~test & in_loss, k_items != k, l2, l1))
 
-    rm = FeatureRewardModel(fz, mean, std, weight, blocks, vocabulary, version=version,
+    rm = FeatureRewardModel(fz, mean, std, weight, blocks, vocabulary, bootstrap, config.pessimism, version=version,
                             last_event_id=last_event_id, path=out_dir)
     from safetensors.torch import save_file
 
     with staging_dir(out_dir) as tmp:
         save_file({"mean": mean.contiguous(), "std": std.contiguous(), "weight": weight.contiguous(),
-                   "vocabulary": vocabulary.contiguous()}, tmp / HEAD_FILE)
+                   "vocabulary": vocabulary.contiguous(), "bootstrap": bootstrap.contiguous()}, tmp / HEAD_FILE)
         return finish_fit(rm, tmp, "features", data=data, config=config, seed=seed, base_samples=base_samples,
                           base_path=base_path, started=t0, progress=progress,
                           metrics={"train_loss": train_loss, "head_l2": l2, "head_l1": l1,
                                    "pointwise": config.pointwise, "n_regression_items": len(items),
                                    "vocabulary": len(vocabulary), "words_used": int((weight[n_dense:] != 0).sum()),
                                    **cross_fitted},
-                          meta={"feature_blocks": list(rm.blocks),
+                          meta={"feature_blocks": list(rm.blocks), "pessimism": config.pessimism,
                                 "features": "; ".join(BLOCK_MEANING[b] for b in rm.blocks)})
 

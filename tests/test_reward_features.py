@@ -83,6 +83,26 @@ def test_a_head_on_some_blocks_reads_only_them_and_is_saved_with_them(tiny_model
             RewardModelConfig(feature_blocks=bad)
 
 
+def test_pessimism_takes_the_heads_disagreement_off_the_reward(tiny_model_dir, tmp_path):
+    store = Store(tmp_path / "rlhf.db")
+    fill_yes_no_store(store, n_prompts=40, seed=3)
+    plain = fit_and_record(store, str(tiny_model_dir), CONFIG, seed=0, data_dir=tmp_path / "plain")
+    config = dataclasses.replace(CONFIG, pessimism=2.0, bootstrap_heads=4)
+    rm = fit_and_record(store, str(tiny_model_dir), config, seed=0, data_dir=tmp_path / "pessimist")
+    assert torch.equal(rm.weight, plain.weight) and rm.bootstrap.shape == (rm.weight.shape[0], 4)
+    prompts, answers = ["tell me", "hi", "tell me"], ["it is yes", "no", "a long answer that no one rated " * 3]
+    z = (rm.featurizer.head_features(prompts, answers, rm.columns, rm.vocabulary) - rm.mean) / rm.std
+    spread = (z @ rm.bootstrap).std(dim=1)
+    assert bool((spread > 0).all())  # the resampled heads differ
+    expected = z @ rm.weight - 2.0 * spread
+    assert rm.score_raw(prompts, answers) == pytest.approx(expected.tolist(), abs=1e-5)
+    assert rm.metrics["heldout_accuracy"] >= 0.75, rm.metrics  # the preference survives the penalty
+    loaded = RewardModel.load(rm.path, device="cpu")
+    assert loaded.pessimism == 2.0 and loaded.score(prompts, answers) == pytest.approx(rm.score(prompts, answers), abs=1e-6)
+    with pytest.raises(ValueError, match="pessimism"):
+        RewardModelConfig(pessimism=1.0, bootstrap_heads=1)
+
+
 def test_the_token_vocabulary_is_the_tokens_several_rated_answers_use(tiny_model_dir):
     fz = Featurizer(str(tiny_model_dir), num_layers=0, max_length=64, device="cpu")
     answers = ["yes yes the", "yes the sun", "yes no", "the no", "the sun", "yes no"]  # the repeat counts once
