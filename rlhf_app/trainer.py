@@ -36,8 +36,8 @@ from typing import Any
 
 import torch
 
-from .config import Settings, env_name, flag_name
 from .averaging import WeightAverage
+from .config import Settings, env_name, flag_name
 from .errors import UserError
 from .models import LoadedModel
 from .policy import PolicyHolder, ServedPolicy, ServingGate, clone_model
@@ -310,19 +310,17 @@ class LiveTrainer:
         """The round's policy's own KL, measured after its last update on that step's answers, and
         if it is past `budget`, the policy pulled back onto it (kl_bound.py). GRPO samples inside
         TRL and keeps no answers: its last step's KL stands."""
-
         from .kl_bound import pull_back
 
         opt, s = self._optimizer, self.settings
         if getattr(opt, "last_rollout", None) is None:
             return {}
         self._set(CHECKING_KL)
-        measure = self._measure_kl
-        kl = measure()
+        kl = self._measure_kl()
         out = {"kl/ref_last_step": self._policy_kl, "kl/ref": kl, "kl/pull_back": 1.0}
         if kl > budget and s.kl_pull_back > 0:
             self._set(CHECKING_KL, f"{kl:.2f} nats is past the budget {budget:.2f}: pulling the policy back")
-            got = pull_back(self._trainable, opt.ref_model, measure, kl, target=s.kl_pull_back * budget,
+            got = pull_back(self._trainable, opt.ref_model, self._measure_kl, kl, target=s.kl_pull_back * budget,
                             bound=budget)
             if got is not None:
                 out.update({"kl/ref_before_pull_back": kl, "kl/pull_back": got[0], "kl/ref": got[1]})
