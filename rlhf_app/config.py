@@ -89,7 +89,7 @@ class RewardModelConfig:
         0.0, "'features': how many standard deviations of disagreement between heads fitted on resamples of the "
              "ratings an answer's reward loses (0: off). Where the ratings do not pin a score down, the policy "
              "gets less for going there (rlhf_app/reward_features.py, FeatureRewardModel). Off: at 1, wants_topic "
-             "(pets, seed 0) gained +0.06 against +0.15 (ppo-rm-pessimism1).",
+             "(pets) gained +0.06 and +0.11 against +0.15 and +0.20 (seeds 0, 2; ppo-rm-pessimism1).",
     )
     bootstrap_heads: int = _f(8, "'features', pessimism > 0: heads fitted on resamples of the ratings.")
     max_cross_pairs_per_item: int = _f(
