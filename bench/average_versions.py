@@ -6,9 +6,9 @@ with the run's `--out D/../result.json`): each policy is measured as the run's e
 Averages are taken over the LoRA weights (A and B each, as `--policy-average` does live) and over
 the merged full weights, to see whether averaging A and B apart loses anything.
 
-    python -m rlhf_app.simulate --data-dir /tmp/replay0/data --seed 0 --rater wants_topic --prompts pets \\
-        --eval-samples 4 --endpoint-samples 32 --wall-budget 900 --out /tmp/replay0/result.json
-    python bench/average_versions.py /tmp/replay0/data --seed 0 --rater wants_topic --prompts pets
+    python -m rlhf_app.simulate --data-dir /tmp/run/data --seed 0 --rater wants_topic --prompts pets \\
+        --eval-samples 4 --endpoint-samples 32 --wall-budget 900 --out /tmp/run/result.json
+    python bench/average_versions.py /tmp/run/data --seed 0 --rater wants_topic --prompts pets
 
 Post hoc the answers people rated stay those of the versions served; live, serving an average
 changes them (bench/live_improvement.py, ppo-average0.5).
