@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import statistics
 import sys
@@ -35,7 +34,7 @@ from rlhf_app.config import load_settings  # noqa: E402
 from rlhf_app.policy import merged_copy  # noqa: E402
 from rlhf_app.raters import get_rater  # noqa: E402
 from rlhf_app.runtime import Runtime  # noqa: E402
-from rlhf_app.simulate import oracle_scores  # noqa: E402
+from rlhf_app.simulate import Endpoints, oracle_scores  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "average_versions.json"
 
@@ -89,9 +88,8 @@ def main() -> None:
     rows = []
 
     def measure(name: str, model) -> None:
-        diffs = [b - a for a, b in zip(v0, score(model))]
-        row = {"policy": name, "gain": statistics.fmean(diffs),
-               "gain_se": statistics.stdev(diffs) / math.sqrt(len(diffs))}
+        ends = Endpoints.measure(args.samples, seed, v0, last, score(model))
+        row = {"policy": name, "gain": ends.gain, "gain_se": ends.gain_se}
         rows.append(row)
         print(f"{name:28s} gain {row['gain']:+.3f} +- {row['gain_se']:.3f}", flush=True)
 
