@@ -172,6 +172,13 @@ class PPOConfig:
         "-0.21 where 'none' gained +0.15 (wants_topic, pets prompts, seed 1; ppo-prompt-baseline): it leaves "
         "the policy only the same-prompt differences, where a reward model of ratings is weakest.",
     )
+    imitation_coef: float = _f(
+        0.0,
+        "Weight of a supervised term in every PPO minibatch's loss: the mean negative log-likelihood of "
+        "answers the ratings liked (4-5 scores, thumbs up, A/B winners), each weighted by how much "
+        "(rlhf_app/demonstrations.py), as InstructGPT's PPO-ptx mixes in pretraining text. 0: off.",
+    )
+    imitation_batch: int = _f(2, "Liked answers drawn for each minibatch's imitation term: 2 costs a live round about 7 s on two cores.")
 
     def __post_init__(self) -> None:
         if self.score_baseline not in ("none", "prompt"):
@@ -180,6 +187,8 @@ class PPOConfig:
             raise ValueError("ppo.clip_coef must be > 0")
         if self.advantage_norm not in ("whiten", "center", "none"):
             raise ValueError(f"ppo.advantage_norm must be 'whiten', 'center' or 'none', not {self.advantage_norm!r}")
+        if self.imitation_coef < 0 or self.imitation_batch < 1:
+            raise ValueError("ppo.imitation_coef must be >= 0 and ppo.imitation_batch >= 1")
         if self.minibatch_size > self.batch_prompts * self.samples_per_prompt:
             raise ValueError("ppo.minibatch_size cannot exceed batch_prompts * samples_per_prompt")
 

@@ -10,8 +10,9 @@ TRL 1.16 has no PPOTrainer, so this is the RLHF recipe of Ziegler et al. 2019 / 
    (`old_logp`) and the reference policy (`ref_logp`), and the value head's estimates;
 4. per-token rewards = -beta * (old_logp - ref_logp) on every answer token, plus the score on the
    last one; GAE turns them into advantages and returns;
-5. `ppo_epochs` passes of shuffled minibatches: clipped surrogate + clipped value loss, one AdamW
-   step each;
+5. `ppo_epochs` passes of shuffled minibatches: clipped surrogate + clipped value loss (+ with
+   `imitation_coef` set, the weighted log-likelihood loss of liked answers: `imitation_loss`), one
+   AdamW step each;
 6. with `adaptive_kl` on, the KL controller moves beta towards `kl_target` (off by default: a fixed
    price held the live runs under `max_kl` where the slow controller did not).
 
@@ -39,6 +40,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from .config import PPOConfig
+from .demonstrations import Demonstration
 from .policy import ServingGate
 from .sampling import SamplingParams, chat_input_ids, left_pad, sample
 
@@ -237,6 +239,20 @@ def compute_gae(
     return advantages, returns
 
 
+def imitation_loss(logp: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean over answers of each answer's mean negative log-likelihood per token.
+
+    Per answer, then weighted: a long liked answer counts as much as a short one of the same weight.
+    logp (B, T) of the answers' tokens, mask (B, T), weights (B,) > 0.
+
+    >>> lp = torch.log(torch.tensor([[0.5, 0.5], [0.25, 1.0]]))
+    >>> round(float(imitation_loss(lp, torch.tensor([[1, 1], [1, 0]]), torch.tensor([1.0, 3.0]))), 4)
+    1.213
+    """
+    nll = -masked_mean(logp, mask, dim=-1)  # (B,)
+    return (weights * nll).sum() / weights.sum()
+
+
 def ppo_policy_loss(
     new_logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -371,6 +387,23 @@ def sample_rollout(policy: nn.Module, tokenizer: PreTrainedTokenizerBase, prompt
     return Rollout(prompt_of, completions, answers, mask,
                    input_ids=torch.cat([prompt_ids.to(device), answers], dim=1),
                    attention_mask=torch.cat([prompt_mask.to(device), mask.long()], dim=1))
+
+
+def demonstration_batch(tokenizer: PreTrainedTokenizerBase, demos: Sequence[Demonstration], max_new_tokens: int,
+                        device: torch.device) -> tuple[Rollout, torch.Tensor]:
+    """(liked answers laid out like sampled ones, their weights (B,)); answers cut at `max_new_tokens`
+    tokens, as the policy's own are, so imitation costs no more than a PPO minibatch."""
+    queries = [chat_input_ids(tokenizer, d.prompt) for d in demos]
+    texts = [tokenizer.encode(d.text, add_special_tokens=False)[:max_new_tokens] or [tokenizer.eos_token_id]
+             for d in demos]
+    T = max(len(t) for t in texts)
+    answers = torch.tensor([t + [tokenizer.pad_token_id] * (T - len(t)) for t in texts], device=device)
+    mask = torch.tensor([[i < len(t) for i in range(T)] for t in texts], device=device)
+    prompt_ids, prompt_mask = left_pad(queries, tokenizer.pad_token_id)
+    batch = Rollout([d.prompt for d in demos], [d.text for d in demos], answers, mask,
+                    input_ids=torch.cat([prompt_ids.to(device), answers], dim=1),
+                    attention_mask=torch.cat([prompt_mask.to(device), mask.long()], dim=1))
+    return batch, torch.tensor([d.weight for d in demos], dtype=torch.float32, device=device)
 
 
 def score_answers(reward_fn: RewardFn, batch: Rollout) -> torch.Tensor:
@@ -549,18 +582,23 @@ class PPOTrainer:
         prompts: list[str],
         reward_fn: RewardFn,
         on_progress: Callable[[str], None] | None = None,
+        demonstrations: Sequence[Demonstration] = (),
     ) -> dict[str, Any]:
         """Sample, score and update once; returns the step's metrics and its samples.
 
         `prompts` are the step's distinct prompts (the caller picks `batch_prompts` of them);
         each gets `samples_per_prompt` answers. `on_progress` is told "sampling", "scoring",
-        "update" as the step gets there.
+        "update" as the step gets there. With `imitation_coef` > 0, every minibatch also imitates
+        `imitation_batch` of `demonstrations` (the liked answers, `demonstrations.liked_answers`),
+        drawn with the step's generator.
 
         Metrics (floats unless said):
         - `reward/mean`, `reward/std`: of the scores `reward_fn` gave;
         - `ppo/policy_loss`, `ppo/value_loss`, `ppo/approx_kl`, `ppo/clipfrac`, `ppo/grad_norm`:
           means over all minibatches of all epochs; `ppo/skipped_updates` (int): minibatches whose
           gradient was not finite and so were not applied;
+        - `ppo/imitation_loss`, `ppo/imitation_answers` (int), only while imitating: the mean
+          `imitation_loss` and how many liked answers there were to draw from;
         - `ppo/explained_variance`: of the returns by the values, before the update;
         - `ppo/entropy`: nats per answer token of the policy that sampled;
         - `kl/ref`: KL(pi || pi_ref) of the next-token distributions summed over an answer, averaged
@@ -632,6 +670,9 @@ class PPOTrainer:
             k: [] for k in ("policy_loss", "value_loss", "approx_kl", "clipfrac", "grad_norm")
         }
         skipped = 0
+        imitate = cfg.imitation_coef > 0 and len(demonstrations) > 0
+        if imitate:
+            stats["imitation_loss"] = []
         try:
             for _epoch in range(cfg.ppo_epochs):
                 order = torch.randperm(B, generator=generator).to(self.device)
@@ -646,6 +687,15 @@ class PPOTrainer:
                     )
                     vf_loss = value_loss(new_values, values[mb], returns[mb], mask[mb], cfg.cliprange_value)
                     loss = pg_loss + cfg.vf_coef * vf_loss
+                    if imitate:
+                        drawn = torch.randint(len(demonstrations), (cfg.imitation_batch,), generator=generator)
+                        demo, weights = demonstration_batch(tok, [demonstrations[j] for j in drawn.tolist()],
+                                                            cfg.max_new_tokens, self.device)
+                        d_logp, _, _ = self._forward(self.policy, demo.input_ids, demo.attention_mask,
+                                                     demo.answers.shape[1], values=False)
+                        im_loss = imitation_loss(d_logp, demo.mask, weights)
+                        loss = loss + cfg.imitation_coef * im_loss
+                        stats["imitation_loss"].append(im_loss.item())
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
@@ -678,6 +728,8 @@ class PPOTrainer:
             "ppo/entropy": masked_mean(entropy, mask).item(),
             "ppo/grad_norm": _mean_keep_nan(stats["grad_norm"]),
             "ppo/skipped_updates": skipped,
+            **({"ppo/imitation_loss": _mean_keep_nan(stats["imitation_loss"]),
+                "ppo/imitation_answers": len(demonstrations)} if imitate else {}),
             "kl/ref": kl_ref,
             "kl/ref_sampled": kl.sum(-1).mean().item(),
             "kl/coef": kl_coef,

@@ -38,6 +38,7 @@ import torch
 
 from .averaging import WeightAverage
 from .config import Settings, env_name, flag_name
+from .demonstrations import liked_answers
 from .errors import UserError
 from .models import LoadedModel
 from .policy import PolicyHolder, ServedPolicy, ServingGate, clone_model
@@ -234,6 +235,8 @@ class LiveTrainer:
         reward_fn = self.reward_override or rm.score
         steps = s.optimizer.steps_per_round
         budget = kl_budget(s, self.store.stats()["votes"])
+        # PPO's supervised term (ppo.imitation_coef): the answers the ratings liked, read once a round.
+        imitate = {"demonstrations": liked_answers(self.store)} if s.algorithm == "ppo" and s.ppo.imitation_coef else {}
         per_step: list[dict] = []
         for k in range(steps):
             if self.status.paused or self._policy_kl >= budget:
@@ -241,7 +244,7 @@ class LiveTrainer:
             self._set(OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}")
             batch = [rng.choice(prompts) for _ in range(s.optimizer.batch_prompts)]
             m = self._optimizer.step(batch, reward_fn, on_progress=lambda p, k=k: self._set(
-                OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}: {p}"))
+                OPTIMIZING, f"{s.algorithm.upper()} step {k + 1} of {steps}: {p}"), **imitate)
             m.pop("samples", None)
             per_step.append(m)
             # Measured on this step's samples, i.e. before its update: the policy may end one

@@ -1,0 +1,57 @@
+"""The answers people liked, as demonstrations for the policy to imitate beside PPO.
+
+InstructGPT (Ouyang et al. 2022) mixed a supervised term into PPO ("PPO-ptx"): the log-likelihood
+of pretraining text, so the policy keeps what it could already do. Here the supervised text is the
+answers the ratings liked (`PPOConfig.imitation_coef`): a rating then reaches the policy twice,
+through the reward model, which must generalize from a few dozen of them, and directly, as an
+answer to imitate. The reward model is what lets the policy improve on answers nobody rated; the
+demonstrations are the ratings' own, unblurred.
+
+A liked answer is one whose mean pointwise utility (`preferences.utility`: a 4 or 5 score, a thumb
+up) is above 0, weighted by that utility, or the winner of an A/B vote, weighted
+`COMPARE_WINNER_WEIGHT` (a vote says which is better, not that it is good). Disliked answers are
+left out: pushing their likelihood down has no floor, and a reward model already learns from them.
+
+>>> from rlhf_app.store import Store
+>>> s = Store(":memory:")
+>>> good, bad = (s.add_generation("Name a pet.", t, "m", 0) for t in ("A cat.", "A rock."))
+>>> _ = s.rate(good, "ana", "score", 5), s.rate(bad, "ana", "score", 1)
+>>> liked_answers(s)
+[Demonstration(prompt='Name a pet.', text='A cat.', weight=1.0)]
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .preferences import utility
+from .store import Store
+
+COMPARE_WINNER_WEIGHT = 0.5
+"""Weight of an A/B vote's winner: half a 5-score's, as a vote ranks two answers without grading them."""
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """An answer to imitate, and how much (weight > 0)."""
+
+    prompt: str
+    text: str
+    weight: float
+
+
+def liked_answers(store: Store) -> list[Demonstration]:
+    """Every liked answer in the store (module docstring), oldest first; one entry per answer."""
+    votes: dict[int, list[float]] = defaultdict(list)
+    info: dict[int, tuple[str, str]] = {}
+    for r in store.pointwise_ratings():
+        votes[r["generation_id"]].append(utility(r["kind"], r["value"]))
+        info[r["generation_id"]] = (r["prompt"], r["text"])
+    weights = {gid: sum(v) / len(v) for gid, v in votes.items()}
+    for c in store.comparisons():
+        if c["outcome"] in ("a", "b"):
+            gid, text = (c["generation_a"], c["text_a"]) if c["outcome"] == "a" else (c["generation_b"], c["text_b"])
+            weights[gid] = max(weights.get(gid, 0.0), COMPARE_WINNER_WEIGHT)
+            info[gid] = (c["prompt"], text)
+    return [Demonstration(*info[gid], weight=w) for gid, w in sorted(weights.items()) if w > 0 and info[gid][1].strip()]
