@@ -48,10 +48,18 @@ def liked_answers(store: Store) -> list[Demonstration]:
     for r in store.pointwise_ratings():
         votes[r["generation_id"]].append(utility(r["kind"], r["value"]))
         info[r["generation_id"]] = (r["prompt"], r["text"])
-    weights = {gid: sum(v) / len(v) for gid, v in votes.items()}
+    winners: set[int] = set()
     for c in store.comparisons():
-        if c["outcome"] in ("a", "b"):
-            gid, text = (c["generation_a"], c["text_a"]) if c["outcome"] == "a" else (c["generation_b"], c["text_b"])
-            weights[gid] = max(weights.get(gid, 0.0), COMPARE_WINNER_WEIGHT)
+        sides = {"a": (c["generation_a"], c["text_a"]), "b": (c["generation_b"], c["text_b"])}
+        if c["outcome"] == "both_bad":  # as in preferences.py: a -1 on each answer
+            for gid, text in sides.values():
+                votes[gid].append(-1.0)
+                info[gid] = (c["prompt"], text)
+        elif c["outcome"] in sides:
+            gid, text = sides[c["outcome"]]
+            winners.add(gid)
             info[gid] = (c["prompt"], text)
+    weights = {gid: sum(v) / len(v) for gid, v in votes.items()}
+    for gid in winners:
+        weights[gid] = max(weights.get(gid, 0.0), COMPARE_WINNER_WEIGHT)
     return [Demonstration(*info[gid], weight=w) for gid, w in sorted(weights.items()) if w > 0 and info[gid][1].strip()]

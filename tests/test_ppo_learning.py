@@ -29,7 +29,9 @@ from peft import LoraConfig, get_peft_model
 from rlhf_app.config import PPOConfig
 from rlhf_app.models import load_model
 from rlhf_app.policy import ServingGate
-from rlhf_app.ppo import SAMPLES_KEY, PPOTrainer, answer_mask
+from rlhf_app.demonstrations import Demonstration
+from rlhf_app.ppo import (SAMPLES_KEY, PPOTrainer, answer_forward, answer_mask, demonstration_batch,
+                          imitation_loss)
 from rlhf_app.sampling import SamplingParams, chat_input_ids, sample
 
 POSITIVE = {"yes", "good", "great", "happy", "love", "like"}
@@ -170,6 +172,56 @@ def test_step_changes_trainable_weights_only_and_kl_grows_from_zero(tiny, kind):
     second = trainer.step(PROMPTS, positive_reward)
     assert second["kl/ref"] > 0.01  # sampled from the updated policy, measured against the reference
     assert not policy.training  # the caller serves copies of it
+
+
+def zero_reward(prompts: list[str], completions: list[str]) -> list[float]:
+    return [0.0] * len(completions)
+
+
+def demonstration_nll(trainer: PPOTrainer, demos: list[Demonstration]) -> float:
+    batch, weights = demonstration_batch(trainer.tokenizer, demos, MAX_NEW_TOKENS, trainer.device)
+    with torch.no_grad():
+        logp, _, _ = answer_forward(trainer.policy, batch.input_ids, batch.attention_mask, batch.answers.shape[1], 1.0)
+    return imitation_loss(logp, batch.mask, weights).item()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_imitation_alone_teaches_what_the_liked_answers_do(tiny_model_dir, tmp_path, seed):
+    """With a reward that says nothing, the imitation term (PPO-ptx on liked answers) is all that moves
+    the policy: it learns the liked answers and, with them, their positive words. Trial runs, seeds
+    0-4: in 6 steps with the term the liked answers went from 6.69 to 0.14-0.19 nats per token and the
+    positive-word rate from 0.08 to 0.82-0.89; without it nothing moved (a zero reward and zero KL leave
+    PPO no advantage to follow)."""
+    liked = [Demonstration(p, "yes good great happy", 1.0) for p in PROMPTS]
+    out = {}
+    for coef in (1.0, 0.0):
+        loaded = load_model(str(tiny_model_dir), tmp_path / str(coef), device="cpu")
+        policy = make_policy(loaded, "lora", seed)
+        trainer = PPOTrainer(policy, loaded.tokenizer, config("lora", imitation_coef=coef), seed=seed)
+        nll0, rate0 = demonstration_nll(trainer, liked), positive_rate(policy, loaded.tokenizer)
+        for _ in range(6):
+            m = trainer.step(PROMPTS, zero_reward, demonstrations=liked)
+            m.pop(SAMPLES_KEY)
+            assert all(math.isfinite(v) for v in m.values()), m
+        assert ("ppo/imitation_loss" in m) == (coef > 0)
+        if coef:
+            assert m["ppo/imitation_answers"] == len(liked)
+        out[coef] = (nll0, demonstration_nll(trainer, liked), rate0, positive_rate(policy, loaded.tokenizer))
+    (nll0, nll_on, rate0, rate_on), (_, nll_off, _, rate_off) = out[1.0], out[0.0]
+    assert nll_on < 0.5 * nll0 and nll_on < 0.5 * nll_off, out
+    assert rate_on > rate0 + 0.1 and rate_on > rate_off + 0.1, out
+
+
+def test_imitation_off_replays_the_run_without_demonstrations(tiny, tiny_model_dir, tmp_path):
+    other = load_model(str(tiny_model_dir), tmp_path / "other", device="cpu")
+    liked = [Demonstration(PROMPTS[0], "yes yes", 1.0)]
+    runs = []
+    for loaded, demos in ((tiny, liked), (other, [])):
+        trainer = PPOTrainer(make_policy(loaded, "lora", 0), loaded.tokenizer, config("lora"), seed=3)
+        runs.append([trainer.step(PROMPTS, positive_reward, demonstrations=demos) for _ in range(2)])
+    for a, b in zip(*runs):
+        assert a[SAMPLES_KEY] == b[SAMPLES_KEY] and a["ppo/policy_loss"] == b["ppo/policy_loss"]
+        assert "ppo/imitation_loss" not in a
 
 
 class CountingGate(ServingGate):

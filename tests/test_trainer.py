@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rlhf_app.config import load_settings
+from rlhf_app.demonstrations import liked_answers
 from rlhf_app.errors import UserError
 from rlhf_app.raters import get_rater
 from rlhf_app.runtime import Runtime
@@ -234,6 +235,20 @@ def test_policy_average_serves_the_average_and_trains_on_from_its_own_weights(sh
 def test_policy_average_must_be_below_one(sharp_model_dir, tmp_path):
     with pytest.raises(ValueError, match="policy_average"):
         settings(sharp_model_dir, tmp_path / "data", "--policy-average", "1")
+
+
+def test_ppo_round_imitates_the_liked_answers_the_store_holds(sharp_model_dir, tmp_path):
+    rt = Runtime.build(settings(sharp_model_dir, tmp_path / "data", "--ppo.imitation-coef", "1"))
+    rate_some(rt, 20)
+    for gid in (1, 2, 3):  # whatever likes_enthusiasm thought of them, a second person loves them
+        rt.store.rate(gid, "fan", "score", 5)
+    liked = liked_answers(rt.store)
+    assert len(liked) >= 3
+    row = rt.trainer.run_round()
+    assert row["status"] == "published", row["reason"]
+    assert row["metrics"]["ppo/imitation_answers"] == len(liked)
+    assert math.isfinite(row["metrics"]["ppo/imitation_loss"])
+    assert rt.store.policy_version(1)["settings"]["ppo"]["imitation_coef"] == 1.0
 
 
 def test_grpo_round_publishes(sharp_model_dir, tmp_path):
