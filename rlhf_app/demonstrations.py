@@ -11,13 +11,15 @@ A liked answer is one whose mean pointwise utility (`preferences.utility`: a 4 o
 up) is above 0, weighted by that utility, or the winner of an A/B vote, weighted
 `COMPARE_WINNER_WEIGHT` (a vote says which is better, not that it is good). Disliked answers are
 left out: pushing their likelihood down has no floor, and a reward model already learns from them.
+An answer that ended on its own (finish reason 'eos') is imitated with its end: a liked short
+answer teaches stopping there, which is what prefers_shorter's ratings are about.
 
 >>> from rlhf_app.store import Store
 >>> s = Store(":memory:")
 >>> good, bad = (s.add_generation("Name a pet.", t, "m", 0) for t in ("A cat.", "A rock."))
 >>> _ = s.rate(good, "ana", "score", 5), s.rate(bad, "ana", "score", 1)
 >>> liked_answers(s)
-[Demonstration(prompt='Name a pet.', text='A cat.', weight=1.0)]
+[Demonstration(prompt='Name a pet.', text='A cat.', weight=1.0, ended=False)]
 """
 
 from __future__ import annotations
@@ -39,27 +41,30 @@ class Demonstration:
     prompt: str
     text: str
     weight: float
+    ended: bool = False
+    """It ended with EOS (not at the length cap, nor stopped): its EOS is imitated too."""
 
 
 def liked_answers(store: Store) -> list[Demonstration]:
     """Every liked answer in the store (module docstring), oldest first; one entry per answer."""
     votes: dict[int, list[float]] = defaultdict(list)
-    info: dict[int, tuple[str, str]] = {}
+    info: dict[int, tuple[str, str, bool]] = {}
     for r in store.pointwise_ratings():
         votes[r["generation_id"]].append(utility(r["kind"], r["value"]))
-        info[r["generation_id"]] = (r["prompt"], r["text"])
+        info[r["generation_id"]] = (r["prompt"], r["text"], r["finish_reason"] == "eos")
     winners: set[int] = set()
     for c in store.comparisons():
-        sides = {"a": (c["generation_a"], c["text_a"]), "b": (c["generation_b"], c["text_b"])}
+        sides = {s: (c[f"generation_{s}"], c[f"text_{s}"], c[f"finish_{s}"] == "eos") for s in ("a", "b")}
         if c["outcome"] == "both_bad":  # as in preferences.py: a -1 on each answer
-            for gid, text in sides.values():
+            for gid, text, ended in sides.values():
                 votes[gid].append(-1.0)
-                info[gid] = (c["prompt"], text)
+                info[gid] = (c["prompt"], text, ended)
         elif c["outcome"] in sides:
-            gid, text = sides[c["outcome"]]
+            gid, text, ended = sides[c["outcome"]]
             winners.add(gid)
-            info[gid] = (c["prompt"], text)
+            info[gid] = (c["prompt"], text, ended)
     weights = {gid: sum(v) / len(v) for gid, v in votes.items()}
     for gid in winners:
         weights[gid] = max(weights.get(gid, 0.0), COMPARE_WINNER_WEIGHT)
-    return [Demonstration(*info[gid], weight=w) for gid, w in sorted(weights.items()) if w > 0 and info[gid][1].strip()]
+    return [Demonstration(p, text, w, ended) for gid, w in sorted(weights.items())
+            for p, text, ended in [info[gid]] if w > 0 and text.strip()]

@@ -392,9 +392,11 @@ def sample_rollout(policy: nn.Module, tokenizer: PreTrainedTokenizerBase, prompt
 def demonstration_batch(tokenizer: PreTrainedTokenizerBase, demos: Sequence[Demonstration], max_new_tokens: int,
                         device: torch.device) -> tuple[Rollout, torch.Tensor]:
     """(liked answers laid out like sampled ones, their weights (B,)); answers cut at `max_new_tokens`
-    tokens, as the policy's own are, so imitation costs no more than a PPO minibatch."""
+    tokens, as the policy's own are, so imitation costs no more than a PPO minibatch. An answer that
+    ended on its own (`Demonstration.ended`) and fits gets its EOS: stopping is part of what was liked."""
     queries = [chat_input_ids(tokenizer, d.prompt) for d in demos]
-    texts = [tokenizer.encode(d.text, add_special_tokens=False)[:max_new_tokens] or [tokenizer.eos_token_id]
+    eos = [tokenizer.eos_token_id]
+    texts = [(tokenizer.encode(d.text, add_special_tokens=False) + (eos if d.ended else []))[:max_new_tokens] or eos
              for d in demos]
     T = max(len(t) for t in texts)
     answers = torch.tensor([t + [tokenizer.pad_token_id] * (T - len(t)) for t in texts], device=device)

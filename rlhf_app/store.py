@@ -401,7 +401,7 @@ class Store:
     def pointwise_ratings(self) -> list[dict]:
         """Current thumbs and scores with their generation's prompt and text."""
         return self.query(
-            "SELECT r.generation_id, r.rater, r.kind, r.value, g.text, g.policy_version, g.prompt_id, "
+            "SELECT r.generation_id, r.rater, r.kind, r.value, g.text, g.finish_reason, g.policy_version, g.prompt_id, "
             "p.text AS prompt, r.updated_at FROM ratings r JOIN generations g ON g.id = r.generation_id "
             "JOIN prompts p ON p.id = g.prompt_id ORDER BY r.id"
         )
@@ -410,7 +410,8 @@ class Store:
         """Current A/B votes with both texts and their prompt."""
         return self.query(
             "SELECT c.id, c.rater, c.outcome, c.generation_a, c.generation_b, ga.text AS text_a, "
-            "gb.text AS text_b, ga.policy_version AS version_a, gb.policy_version AS version_b, "
+            "gb.text AS text_b, ga.finish_reason AS finish_a, gb.finish_reason AS finish_b, "
+            "ga.policy_version AS version_a, gb.policy_version AS version_b, "
             "p.text AS prompt, c.updated_at FROM comparisons c "
             "JOIN generations ga ON ga.id = c.generation_a JOIN generations gb ON gb.id = c.generation_b "
             "JOIN prompts p ON p.id = ga.prompt_id ORDER BY c.id"

@@ -58,3 +58,21 @@ def test_empty_answers_and_an_empty_store_give_nothing(store):
     assert liked_answers(store) == []
     store.rate(gen(store, "   "), "ana", "score", 5)
     assert liked_answers(store) == []
+
+
+def test_an_answer_that_ended_on_its_own_is_imitated_with_its_end(store, tiny):
+    from rlhf_app.ppo import demonstration_batch
+
+    short = store.add_generation(PROMPT, "yes good", "m", 0, finish_reason="eos")
+    capped = store.add_generation(PROMPT, "yes good", "m", 0, finish_reason="length")
+    for gid in (short, capped):
+        store.rate(gid, "ana", "score", 5)
+    liked = liked_answers(store)
+    assert [d.ended for d in liked] == [True, False]
+    tok = tiny.tokenizer
+    batch, _ = demonstration_batch(tok, liked, max_new_tokens=8, device="cpu")
+    ended, cut = (row[m].tolist() for row, m in zip(batch.answers, batch.mask))
+    assert ended == cut + [tok.eos_token_id] and tok.eos_token_id not in cut
+    # cut at the cap, an answer has no end to imitate
+    batch, _ = demonstration_batch(tok, liked[:1], max_new_tokens=len(cut), device="cpu")
+    assert batch.answers[0][batch.mask[0]].tolist() == cut
