@@ -149,7 +149,8 @@ CONFIGS: dict[str, list[str]] = {
     # PPO-ptx with the liked answers as its supervised text (rlhf_app/demonstrations.py), and room to
     # spend KL on them: PPO on the hidden oracle itself sat at the max_kl bound from 32-48 ratings on
     # (wants_topic, pets), so a better reward alone cannot go far at 8 nats. Offline, 8 imitation steps on
-    # the 7 liked answers among 36 scored ones took the oracle from 0.40 to 0.71 at 12.9 nats.
+    # the 7 liked answers among 36 scored ones took the oracle from 0.40 to 0.71 at 12.9 nats. Its rows
+    # from commit 1a16975, before an answer's EOS was imitated, are named ppo-imitation1-max-kl16-no-eos.
     "ppo-imitation1-max-kl16": ["--ppo.imitation-coef", "1", "--max-kl", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
     # (simulate.normalized_oracle), an upper bound of what the optimizer can do in the same time

@@ -176,7 +176,10 @@ class PPOConfig:
         0.0,
         "Weight of a supervised term in every PPO minibatch's loss: the mean negative log-likelihood of "
         "answers the ratings liked (4-5 scores, thumbs up, A/B winners), each weighted by how much "
-        "(rlhf_app/demonstrations.py), as InstructGPT's PPO-ptx mixes in pretraining text. 0: off.",
+        "(rlhf_app/demonstrations.py), as InstructGPT's PPO-ptx mixes in pretraining text. 0: off. Off by default "
+        "until it holds everywhere: at 1 with max_kl 16, wants_topic (pets) gained +0.29 / +0.17 / +0.24 against "
+        "+0.15 / +0.23 / +0.195 (seeds 0-2), likes_enthusiasm +0.23 against -0.003 and prefers_shorter +0.27 "
+        "against +0.36 (seed 0); dislikes_emoji not yet run (bench/results/live_improvement.md, ppo-imitation1-max-kl16).",
     )
     imitation_batch: int = _f(2, "Liked answers drawn for each minibatch's imitation term: 2 costs a live round about 7 s on two cores.")
 
