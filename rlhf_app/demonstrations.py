@@ -24,10 +24,9 @@ answer teaches stopping there, which is what prefers_shorter's ratings are about
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
-from .preferences import utility
+from .preferences import rated_items
 from .store import Store
 
 COMPARE_WINNER_WEIGHT = 0.5
@@ -47,24 +46,12 @@ class Demonstration:
 
 def liked_answers(store: Store) -> list[Demonstration]:
     """Every liked answer in the store (module docstring), oldest first; one entry per answer."""
-    votes: dict[int, list[float]] = defaultdict(list)
-    info: dict[int, tuple[str, str, bool]] = {}
-    for r in store.pointwise_ratings():
-        votes[r["generation_id"]].append(utility(r["kind"], r["value"]))
-        info[r["generation_id"]] = (r["prompt"], r["text"], r["finish_reason"] == "eos")
-    winners: set[int] = set()
-    for c in store.comparisons():
-        sides = {s: (c[f"generation_{s}"], c[f"text_{s}"], c[f"finish_{s}"] == "eos") for s in ("a", "b")}
-        if c["outcome"] == "both_bad":  # as in preferences.py: a -1 on each answer
-            for gid, text, ended in sides.values():
-                votes[gid].append(-1.0)
-                info[gid] = (c["prompt"], text, ended)
-        elif c["outcome"] in sides:
-            gid, text, ended = sides[c["outcome"]]
-            winners.add(gid)
-            info[gid] = (c["prompt"], text, ended)
-    weights = {gid: sum(v) / len(v) for gid, v in votes.items()}
-    for gid in winners:
-        weights[gid] = max(weights.get(gid, 0.0), COMPARE_WINNER_WEIGHT)
-    return [Demonstration(p, text, w, ended) for gid, w in sorted(weights.items())
-            for p, text, ended in [info[gid]] if w > 0 and text.strip()]
+    items, compare_pairs, _ = rated_items(store)
+    weights = {it.generation_id: it.utility for it in items}
+    texts = {it.generation_id: (it.prompt, it.text) for it in items}
+    for pair in compare_pairs:
+        weights[pair.chosen_id] = max(weights.get(pair.chosen_id, 0.0), COMPARE_WINNER_WEIGHT)
+        texts[pair.chosen_id] = (pair.prompt, pair.chosen)
+    liked = sorted(gid for gid, w in weights.items() if w > 0 and texts[gid][1].strip())
+    ended = store.finish_reasons(liked)
+    return [Demonstration(*texts[gid], weights[gid], ended[gid] == "eos") for gid in liked]

@@ -133,11 +133,12 @@ class PreferenceData:
         return out
 
 
-def build_preference_data(
-    store: Store, heldout_fraction: float, max_cross_pairs_per_item: int, seed: int
-) -> PreferenceData:
-    """Every stored rating as preference pairs, split into train and held-out (module docstring)."""
-    # Pointwise utilities, averaged per generation. both_bad votes count as -1 on each answer.
+def rated_items(store: Store) -> tuple[list[RatedItem], list[Pair], int]:
+    """(every pointwise-rated generation with its mean utility, a pair per A/B vote, ties skipped).
+
+    Rules 1 and 2 of the module docstring: both_bad votes count as -1 on each answer. The reward
+    model's data and the liked answers PPO imitates (demonstrations.py) both start here.
+    """
     votes: dict[int, list[float]] = defaultdict(list)
     info: dict[int, tuple[str, str]] = {}  # generation id -> (prompt, text)
     for r in store.pointwise_ratings():
@@ -161,6 +162,14 @@ def build_preference_data(
     items = [
         RatedItem(gid, info[gid][0], info[gid][1], sum(v) / len(v), len(v)) for gid, v in sorted(votes.items())
     ]
+    return items, compare_pairs, ties
+
+
+def build_preference_data(
+    store: Store, heldout_fraction: float, max_cross_pairs_per_item: int, seed: int
+) -> PreferenceData:
+    """Every stored rating as preference pairs, split into train and held-out (module docstring)."""
+    items, compare_pairs, ties = rated_items(store)
 
     def ordered(x: RatedItem, y: RatedItem, source: str) -> Pair:
         hi, lo = (x, y) if x.utility > y.utility else (y, x)

@@ -297,6 +297,15 @@ class Store:
             raise StoreError(f"There is no generation {generation_id}: generate an answer first, then rate it.")
         return rows[0]
 
+    def finish_reasons(self, generation_ids: Iterable[int]) -> dict[int, str | None]:
+        """{id: 'eos' | 'length' | 'stopped' | None (not recorded)} of existing generations."""
+        ids, out = [int(g) for g in generation_ids], {}
+        for i in range(0, len(ids), 500):  # under SQLite's limit on bound parameters
+            chunk = ids[i : i + 500]
+            sql = f"SELECT id, finish_reason FROM generations WHERE id IN ({','.join('?' * len(chunk))})"
+            out.update({r["id"]: r["finish_reason"] for r in self.query(sql, chunk)})
+        return out
+
     def _check_generation(self, conn: sqlite3.Connection, generation_id: Any) -> int:
         try:
             gid = int(generation_id)
@@ -401,7 +410,7 @@ class Store:
     def pointwise_ratings(self) -> list[dict]:
         """Current thumbs and scores with their generation's prompt and text."""
         return self.query(
-            "SELECT r.generation_id, r.rater, r.kind, r.value, g.text, g.finish_reason, g.policy_version, g.prompt_id, "
+            "SELECT r.generation_id, r.rater, r.kind, r.value, g.text, g.policy_version, g.prompt_id, "
             "p.text AS prompt, r.updated_at FROM ratings r JOIN generations g ON g.id = r.generation_id "
             "JOIN prompts p ON p.id = g.prompt_id ORDER BY r.id"
         )
@@ -410,8 +419,7 @@ class Store:
         """Current A/B votes with both texts and their prompt."""
         return self.query(
             "SELECT c.id, c.rater, c.outcome, c.generation_a, c.generation_b, ga.text AS text_a, "
-            "gb.text AS text_b, ga.finish_reason AS finish_a, gb.finish_reason AS finish_b, "
-            "ga.policy_version AS version_a, gb.policy_version AS version_b, "
+            "gb.text AS text_b, ga.policy_version AS version_a, gb.policy_version AS version_b, "
             "p.text AS prompt, c.updated_at FROM comparisons c "
             "JOIN generations ga ON ga.id = c.generation_a JOIN generations gb ON gb.id = c.generation_b "
             "JOIN prompts p ON p.id = ga.prompt_id ORDER BY c.id"

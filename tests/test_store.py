@@ -361,3 +361,11 @@ def test_a_comparison_shown_in_the_other_order_updates_the_same_row(store):
     assert len(rows) == 1 and (rows[0]["generation_a"], rows[0]["outcome"]) == (a, "b")
     events = store.query("SELECT value FROM rating_events WHERE kind='compare' ORDER BY id")
     assert [e["value"] for e in events] == ["a", "b"]
+
+
+def test_finish_reasons_of_many_generations(store):
+    ids = [store.add_generation("Tell me a joke", f"joke {i}", "m", 0, finish_reason=("eos", "length")[i % 2])
+           for i in range(1200)]
+    reasons = store.finish_reasons(ids + [10**6])  # more ids than one query may bind; an unknown one
+    assert len(reasons) == 1200 and reasons[ids[0]] == "eos" and reasons[ids[1]] == "length"
+    assert store.finish_reasons([]) == {}
