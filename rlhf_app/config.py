@@ -179,7 +179,7 @@ class PPOConfig:
         "(rlhf_app/demonstrations.py), as InstructGPT's PPO-ptx mixes in pretraining text. 0: off. Off by default "
         "until it holds everywhere: at 1 with max_kl 16, wants_topic (pets) gained +0.29 / +0.17 / +0.24 against "
         "+0.15 / +0.23 / +0.195 (seeds 0-2), likes_enthusiasm +0.23 against -0.003 and prefers_shorter +0.27 "
-        "against +0.36 (seed 0); dislikes_emoji not yet run (bench/results/live_improvement.md, ppo-imitation1-max-kl16).",
+        "against +0.36, dislikes_emoji +0.19 against +0.32 (seed 0; bench/results/live_improvement.md, ppo-imitation1-max-kl16).",
     )
     imitation_batch: int = _f(2, "Liked answers drawn for each minibatch's imitation term: 2 costs a live round about 7 s on two cores.")
 
