@@ -152,6 +152,9 @@ CONFIGS: dict[str, list[str]] = {
     # the 7 liked answers among 36 scored ones took the oracle from 0.40 to 0.71 at 12.9 nats. Its rows
     # from commit 1a16975, before an answer's EOS was imitated, are named ppo-imitation1-max-kl16-no-eos.
     "ppo-imitation1-max-kl16": ["--ppo.imitation-coef", "1", "--max-kl", "16"],
+    # The same, with the imitation term growing to full weight over the first 16 liked answers: at full
+    # weight from the first, wants_topic seed 1's early rounds learnt one or two answers by heart.
+    "ppo-imitation1-full16-max-kl16": ["--ppo.imitation-coef", "1", "--ppo.imitation-full-at", "16", "--max-kl", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
     # (simulate.normalized_oracle), an upper bound of what the optimizer can do in the same time
     # with a perfect reward model. Rows named *raw-oracle-reward ran with the unscaled 0-1 oracle,

@@ -253,6 +253,18 @@ def imitation_loss(logp: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
     return (weights * nll).sum() / weights.sum()
 
 
+def imitation_weight(coef: float, answers: int, full_at: int) -> float:
+    """The imitation term's weight with `answers` liked answers to draw from (`PPOConfig.imitation_full_at`).
+
+    Up to `full_at` it grows with them, so that the pull on each answer (drawn once in `answers`
+    draws) stays the same; from there on it is `coef`.
+
+    >>> [imitation_weight(1.0, n, 8) for n in (0, 2, 8, 20)], imitation_weight(1.0, 2, 0)
+    ([0.0, 0.25, 1.0, 1.0], 1.0)
+    """
+    return coef * min(1.0, answers / full_at) if full_at > 0 else coef
+
+
 def ppo_policy_loss(
     new_logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -599,8 +611,9 @@ class PPOTrainer:
         - `ppo/policy_loss`, `ppo/value_loss`, `ppo/approx_kl`, `ppo/clipfrac`, `ppo/grad_norm`:
           means over all minibatches of all epochs; `ppo/skipped_updates` (int): minibatches whose
           gradient was not finite and so were not applied;
-        - `ppo/imitation_loss`, `ppo/imitation_answers` (int), only while imitating: the mean
-          `imitation_loss` and how many liked answers there were to draw from;
+        - `ppo/imitation_loss`, `ppo/imitation_answers` (int), `ppo/imitation_coef`, only while
+          imitating: the mean `imitation_loss`, how many liked answers there were to draw from, and
+          the term's weight (`imitation_weight`);
         - `ppo/explained_variance`: of the returns by the values, before the update;
         - `ppo/entropy`: nats per answer token of the policy that sampled;
         - `kl/ref`: KL(pi || pi_ref) of the next-token distributions summed over an answer, averaged
@@ -673,6 +686,7 @@ class PPOTrainer:
         }
         skipped = 0
         imitate = cfg.imitation_coef > 0 and len(demonstrations) > 0
+        im_coef = imitation_weight(cfg.imitation_coef, len(demonstrations), cfg.imitation_full_at)
         if imitate:
             stats["imitation_loss"] = []
         try:
@@ -696,7 +710,7 @@ class PPOTrainer:
                         d_logp, _, _ = self._forward(self.policy, demo.input_ids, demo.attention_mask,
                                                      demo.answers.shape[1], values=False)
                         im_loss = imitation_loss(d_logp, demo.mask, weights)
-                        loss = loss + cfg.imitation_coef * im_loss
+                        loss = loss + im_coef * im_loss
                         stats["imitation_loss"].append(im_loss.item())
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -731,7 +745,7 @@ class PPOTrainer:
             "ppo/grad_norm": _mean_keep_nan(stats["grad_norm"]),
             "ppo/skipped_updates": skipped,
             **({"ppo/imitation_loss": _mean_keep_nan(stats["imitation_loss"]),
-                "ppo/imitation_answers": len(demonstrations)} if imitate else {}),
+                "ppo/imitation_answers": len(demonstrations), "ppo/imitation_coef": im_coef} if imitate else {}),
             "kl/ref": kl_ref,
             "kl/ref_sampled": kl.sum(-1).mean().item(),
             "kl/coef": kl_coef,

@@ -212,6 +212,23 @@ def test_imitation_alone_teaches_what_the_liked_answers_do(tiny_model_dir, tmp_p
     assert rate_on > rate0 + 0.1 and rate_on > rate_off + 0.1, out
 
 
+def test_imitation_weight_grows_with_the_liked_answers(tiny_model_dir, tmp_path):
+    """`imitation_full_at` above the number of liked answers scales the term down: the liked answers are
+    learnt less than at full weight, more than without the term."""
+    liked = [Demonstration(p, "yes good great happy", 1.0) for p in PROMPTS]
+    nll = {}
+    for coef, full_at in ((1.0, 0), (1.0, 4 * len(liked)), (0.0, 0)):
+        loaded = load_model(str(tiny_model_dir), tmp_path / f"{coef}-{full_at}", device="cpu")
+        cfg = config("lora", imitation_coef=coef, imitation_full_at=full_at)
+        trainer = PPOTrainer(make_policy(loaded, "lora", 0), loaded.tokenizer, cfg, seed=0)
+        for _ in range(3):
+            m = trainer.step(PROMPTS, zero_reward, demonstrations=liked)
+        if coef:
+            assert m["ppo/imitation_coef"] == (0.25 if full_at else 1.0)
+        nll[full_at if coef else None] = demonstration_nll(trainer, liked)
+    assert nll[0] < nll[4 * len(liked)] < nll[None], nll
+
+
 def test_imitation_off_replays_the_run_without_demonstrations(tiny, tiny_model_dir, tmp_path):
     other = load_model(str(tiny_model_dir), tmp_path / "other", device="cpu")
     liked = [Demonstration(PROMPTS[0], "yes yes", 1.0)]
