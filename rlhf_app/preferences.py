@@ -134,7 +134,7 @@ class PreferenceData:
 
 
 def rated_items(store: Store) -> tuple[list[RatedItem], list[Pair], int]:
-    """(every pointwise-rated generation with its mean utility, a pair per A/B vote, ties skipped).
+    """(every pointwise-rated generation with its mean utility, a pair per A/B vote, the number of ties skipped).
 
     Rules 1 and 2 of the module docstring: both_bad votes count as -1 on each answer. The reward
     model's data and the liked answers PPO imitates (demonstrations.py) both start here.
