@@ -155,6 +155,9 @@ CONFIGS: dict[str, list[str]] = {
     # The same, with the imitation term growing to full weight over the first 16 liked answers: at full
     # weight from the first, wants_topic seed 1's early rounds learnt one or two answers by heart.
     "ppo-imitation1-full16-max-kl16": ["--ppo.imitation-coef", "1", "--ppo.imitation-full-at", "16", "--max-kl", "16"],
+    # ... at the default max_kl of 8: with 16 nats, dislikes_emoji's checkpoints swung between 0.41 and
+    # 0.78 once its answers were emoji-free, and prefers_shorter gained nothing.
+    "ppo-imitation1-full16": ["--ppo.imitation-coef", "1", "--ppo.imitation-full-at", "16"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
     # (simulate.normalized_oracle), an upper bound of what the optimizer can do in the same time
     # with a perfect reward model. Rows named *raw-oracle-reward ran with the unscaled 0-1 oracle,
