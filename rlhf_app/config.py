@@ -187,7 +187,11 @@ class PPOConfig:
         "Liked answers at which the imitation term reaches `imitation_coef`; below, its weight grows with them "
         "(coef * answers / this), so each liked answer pulls as hard as the first did. 0: full weight from the "
         "first. Why: at full weight a round with one or two liked answers learns them by heart (imitation loss "
-        "0.02 nats a token live), and its policy kept scoring 0.28-0.40 for 32 ratings (wants_topic, pets, seed 1).",
+        "0.02 nats a token live), and its policy kept scoring 0.28-0.40 for 32 ratings (wants_topic, pets, seed 1). "
+        "Off by default: at 16 (coef 1, max_kl 16) wants_topic gained +0.16 / +0.26 / +0.21 (seeds 0-2) against "
+        "+0.29 / +0.17 / +0.24 at full weight, dislikes_emoji +0.21 against +0.19 and prefers_shorter +0.00 against "
+        "+0.27 (seed 0), where the defaults gain +0.32 and +0.36 (bench/results/live_improvement.md, "
+        "ppo-imitation1-full16-max-kl16).",
     )
 
     def __post_init__(self) -> None:
