@@ -191,7 +191,7 @@ class PPOConfig:
         "Off by default: at 16 (coef 1, max_kl 16) wants_topic gained +0.16 / +0.26 / +0.21 (seeds 0-2) against "
         "+0.29 / +0.17 / +0.24 at full weight, dislikes_emoji +0.21 against +0.19 and prefers_shorter +0.00 against "
         "+0.27 (seed 0), where the defaults gain +0.32 and +0.36 (bench/results/live_improvement.md, "
-        "ppo-imitation1-full16-max-kl16).",
+        "ppo-imitation1-full16-max-kl16). At max_kl 8: +0.12, -0.03 and +0.00 on those three (seed 0, ppo-imitation1-full16).",
     )
 
     def __post_init__(self) -> None:
