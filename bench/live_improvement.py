@@ -158,6 +158,10 @@ CONFIGS: dict[str, list[str]] = {
     # ... at the default max_kl of 8: with 16 nats, dislikes_emoji's checkpoints swung between 0.41 and
     # 0.78 once its answers were emoji-free, and prefers_shorter gained nothing.
     "ppo-imitation1-full16": ["--ppo.imitation-coef", "1", "--ppo.imitation-full-at", "16"],
+    # One pass over each step's samples instead of two: wants_topic's served versions swing by ~0.1
+    # from round to round once at the max_kl bound (seed 0: 0.63, 0.69, 0.56 at 80-96 ratings). Does
+    # a smaller update per round damp the walk along the bound, and what does it cost early on?
+    "ppo-epochs1": ["--ppo.ppo-epochs", "1"],
     # Not the app: PPO trained on the rater's hidden oracle, on the reward model's scale
     # (simulate.normalized_oracle), an upper bound of what the optimizer can do in the same time
     # with a perfect reward model. Rows named *raw-oracle-reward ran with the unscaled 0-1 oracle,
